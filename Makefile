@@ -1,0 +1,30 @@
+# Two commands a newcomer needs (see README):  make demo   and   make test
+# torch==2.13.0 (the CPU build on disk) is installed *before* the project, so its `torch>=2.4` range pulls
+# nothing more -- a bare torch requirement on a machine without torch would fetch GBs of CUDA wheels.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN := torch==2.13.0
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: setup
+	$(PY) -m p4lightning.experiments.linear_demo --out docs/linear_demo
+
+lint: setup
+	$(PY) -m ruff check p4lightning tests benchmarks
+
+test: lint
+	$(PY) -m pytest p4lightning tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

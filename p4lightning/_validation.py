@@ -1,0 +1,98 @@
+"""One validation gate for tensors and options, so every error names the culprit.
+
+Every public entry point of p4lightning checks its arguments through these helpers and raises
+:class:`ValueError` or :class:`TypeError` with the argument's name, what was expected and what was given
+(never ``assert``, which vanishes under ``python -O``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeVar
+
+import torch
+
+__all__ = [
+    "check_choice",
+    "check_finite",
+    "check_features",
+    "check_positive_int",
+    "check_square_matrix",
+]
+
+T = TypeVar("T")
+
+
+def check_features(x: torch.Tensor, dim: int, name: str = "x") -> None:
+    r"""Require ``x`` to be a floating tensor of shape ``(*, dim)``.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor.
+        ValueError: ``x`` has no dimensions or its last dimension is not ``dim``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (*, {dim}); got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor of shape (*, {dim}); got dtype {x.dtype}")
+    if x.dim() == 0 or x.shape[-1] != dim:
+        raise ValueError(f"{name} must have shape (*, {dim}); got shape {tuple(x.shape)}")
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """Require every entry of ``x`` to be finite (no NaN, no ±inf).
+
+    Raises:
+        ValueError: naming how many entries are NaN or infinite.
+    """
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        raise ValueError(
+            f"{name} must be finite; got {n_nan} NaN and {n_inf} infinite entries "
+            f"in a tensor of shape {tuple(x.shape)}"
+        )
+
+
+def check_square_matrix(a: torch.Tensor, dim: int, name: str) -> None:
+    """Require ``a`` to be a finite floating ``(dim, dim)`` matrix.
+
+    Raises:
+        TypeError: ``a`` is not a floating-point tensor.
+        ValueError: wrong shape or non-finite entries.
+    """
+    if not isinstance(a, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape ({dim}, {dim}); got {type(a).__name__}")
+    if not a.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point matrix; got dtype {a.dtype}")
+    if a.shape != (dim, dim):
+        raise ValueError(
+            f"{name} must be a square matrix of shape ({dim}, {dim}); got shape {tuple(a.shape)}"
+        )
+    check_finite(a, name)
+
+
+def check_positive_int(value: int, name: str, *, minimum: int = 1) -> int:
+    """Require ``value`` to be an ``int`` (not ``bool``) no smaller than ``minimum``; return it.
+
+    Raises:
+        TypeError: not an integer.
+        ValueError: smaller than ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value}")
+    return value
+
+
+def check_choice(value: T, choices: Iterable[T], name: str) -> T:
+    """Require ``value`` to be one of ``choices``; return it.
+
+    Raises:
+        ValueError: naming the accepted choices.
+    """
+    options = list(choices)
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}; got {value!r}")
+    return value

@@ -1,0 +1,1 @@
+"""Runnable experiments of the paper (each a module with a ``main()``)."""

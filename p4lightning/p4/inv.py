@@ -1,0 +1,401 @@
+r"""P⁴Inv: an invertible affine layer trained through rank-one perturbations with tracked inverse and log-det.
+
+The layer computes :math:`\mathbf{y} = \tilde{\mathbf{A}}\mathbf{x} + \mathbf{b}` with
+:math:`\tilde{\mathbf{A}} = \mathbf{A} + \mathbf{u}\mathbf{v}^\top`. The frozen :math:`\mathbf{A}`, its inverse
+:math:`\mathbf{A}^{-1}`, :math:`\ln|\det\mathbf{A}|` and :math:`\operatorname{sign}\det\mathbf{A}` are
+buffers; :math:`\mathbf{u}, \mathbf{v}, \mathbf{b}` are parameters. With
+:math:`G = 1 + \mathbf{v}^\top\mathbf{A}^{-1}\mathbf{u}`,
+
+.. math::
+    \tilde{\mathbf{A}}^{-1} = \mathbf{A}^{-1} - \frac{\mathbf{A}^{-1}\mathbf{u}\,\mathbf{v}^\top\mathbf{A}^{-1}}{G}
+    \quad\text{(Sherman–Morrison, eq. 3)},\qquad
+    \ln|\det\tilde{\mathbf{A}}| = \ln|\det\mathbf{A}| + \ln|G| \quad\text{(determinant lemma, eq. 4)}.
+
+Forward, inverse, log-det and merge cost :math:`O(n^2)` plus the batch product; nothing is ever inverted
+or factorised after construction (only :meth:`P4Inv.correct_inverse`, called rarely, is :math:`O(n^3)`).
+
+With ``parametrization="inverse"`` the rank-one perturbation acts on :math:`\mathbf{A}^{-1}` instead
+(paper Sect. 4.1, "through the inverses of P⁴Inv updates"): :math:`\tilde{\mathbf{A}}^{-1} = \mathbf{A}^{-1}
++ \mathbf{u}\mathbf{v}^\top` and the forward pass uses Sherman–Morrison.
+
+References:
+    Krämer, Köhler, Noé, arXiv:2010.07033, Sect. 2.2–2.4, Algorithm 2, Appendices A and B.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+from torch import nn
+
+from p4lightning._validation import check_choice, check_features, check_finite, check_positive_int
+from p4lightning.bijection import Bijection
+from p4lightning.p4.bounds import LogBounds
+from p4lightning.p4.inversion import hyperpower_step
+from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module
+
+__all__ = ["P4Inv", "initial_matrix"]
+
+InitSpec = Literal["identity", "reverse"] | torch.Tensor
+Parametrization = Literal["matrix", "inverse"]
+
+#: Largest accepted condition number of an explicit ``init`` matrix (checked in float64).
+MAX_INIT_CONDITION = 1e12
+
+
+def initial_matrix(dim: int, init: InitSpec, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    r"""The initial :math:`\mathbf{A}` of shape ``(dim, dim)``.
+
+    Args:
+        dim: the feature size :math:`n`.
+        init: ``"identity"`` (:math:`\mathbf{I}`), ``"reverse"`` (:math:`A_{ij} = \delta_{i,n-1-j}`, the
+            paper's Boltzmann-generator initialisation) or an explicit invertible ``(dim, dim)`` tensor.
+        dtype: dtype of the result.
+    """
+    if isinstance(init, torch.Tensor):
+        if not init.is_floating_point():
+            raise TypeError(f"init must be a floating-point ({dim}, {dim}) matrix; got dtype {init.dtype}")
+        if init.shape != (dim, dim):
+            raise ValueError(
+                f"init must be a square matrix of shape ({dim}, {dim}); got shape {tuple(init.shape)}"
+            )
+        check_finite(init, "init")
+        return init.detach().to(dtype=dtype, copy=True)
+    check_choice(init, ("identity", "reverse"), "init")
+    eye = torch.eye(dim, dtype=dtype)
+    return eye if init == "identity" else eye.flip(0)
+
+
+class P4Inv(P4Module, Bijection):
+    r"""Invertible affine layer :math:`\mathbf{y} = (\mathbf{A} + \mathbf{u}\mathbf{v}^\top)\mathbf{x} + \mathbf{b}`
+    with P⁴ merges, tracked :math:`\mathbf{A}^{-1}` and :math:`\ln|\det\mathbf{A}|`.
+
+    Args:
+        dim: feature size :math:`n`.
+        bias: learn the bias :math:`\mathbf{b}` (directly, not perturbatively).
+        init: initial :math:`\mathbf{A}`: ``"identity"``, ``"reverse"`` or an invertible ``(n, n)`` tensor, whose
+            inverse and determinant are computed once here (float64).
+        parametrization: ``"matrix"`` perturbs :math:`\mathbf{A}` (the paper's P⁴Inv); ``"inverse"`` perturbs
+            :math:`\mathbf{A}^{-1}` (the paper's "inverse P⁴Inv" of Sect. 4.1).
+        log_g_bounds: :math:`[C^{(0)}_{\min}, C^{(0)}_{\max}]` for :math:`\ln|G|` at merge (App. A: ``(-6, inf)``).
+        log_det_bounds: :math:`[C^{(1)}_{\min}, C^{(1)}_{\max}]` for the merged :math:`\ln|\det\mathbf{A}|`
+            (App. A: ``(-2.5, 15.5)``).
+        penalty_weight: :math:`C_p` of the penalty :math:`g(\mathbf{u},\mathbf{v})`; ``0`` disables it (the
+            paper's setting for Boltzmann generators and 2D densities; 0.1 for two linear problems).
+        penalty_bounds: :math:`[C_{\min}, C_{\max}]` of the penalty (App. A: ``(-2, 15)``).
+        bookkeeping_dtype: dtype of :math:`\mathbf{A}, \mathbf{A}^{-1}, \ln|\det\mathbf{A}|` (e.g.
+            ``torch.float64`` while the network runs in float32); ``None`` follows the parameters.
+        dtype: dtype of :math:`\mathbf{u}, \mathbf{v}, \mathbf{b}` (default: torch's default dtype).
+        device: device of all tensors.
+        check_inputs: validate the shape and finiteness of every input (one reduction per call).
+
+    Shapes:
+        ``forward(x)``: ``x`` of shape ``(*, n)`` → ``(y, ladj)`` with ``y`` ``(*, n)``, ``ladj`` ``(*)``.
+        ``inverse(y)``: the same shapes, ``ladj`` of the inverse map.
+
+    Example:
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> layer = P4Inv(4, init="reverse", dtype=torch.float64)
+        >>> with torch.no_grad():
+        ...     layer.u.normal_()
+        ...     layer.v.mul_(0.1)
+        Parameter...
+        >>> x = torch.randn(8, 4, dtype=torch.float64)
+        >>> y, ladj = layer(x)
+        >>> torch.allclose(layer.inverse(y)[0], x)
+        True
+        >>> layer.merge().accepted and torch.allclose(layer(x)[0], y)
+        True
+    """
+
+    _bookkeeping_buffers = ("matrix", "inverse_matrix", "log_abs_det", "det_sign")
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        bias: bool = True,
+        init: InitSpec = "identity",
+        parametrization: Parametrization = "matrix",
+        log_g_bounds: LogBounds | tuple[float, float] = (-6.0, math.inf),
+        log_det_bounds: LogBounds | tuple[float, float] = (-2.5, 15.5),
+        penalty_weight: float = 0.0,
+        penalty_bounds: LogBounds | tuple[float, float] = (-2.0, 15.0),
+        bookkeeping_dtype: torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__()
+        self.dim = check_positive_int(dim, "dim")
+        self.parametrization = check_choice(parametrization, ("matrix", "inverse"), "parametrization")
+        self.log_g_bounds = LogBounds.coerce(log_g_bounds, "log_g_bounds")
+        self.log_det_bounds = LogBounds.coerce(log_det_bounds, "log_det_bounds")
+        self.penalty_bounds = LogBounds.coerce(penalty_bounds, "penalty_bounds")
+        if (
+            isinstance(penalty_weight, bool)
+            or not isinstance(penalty_weight, (int, float))
+            or penalty_weight < 0
+        ):
+            raise ValueError(f"penalty_weight must be a float >= 0; got {penalty_weight!r}")
+        self.penalty_weight = float(penalty_weight)
+        self.check_inputs = bool(check_inputs)
+        param_dtype = dtype if dtype is not None else torch.get_default_dtype()
+        if bookkeeping_dtype is not None and not bookkeeping_dtype.is_floating_point:
+            raise TypeError(f"bookkeeping_dtype must be a floating dtype; got {bookkeeping_dtype}")
+        self.bookkeeping_dtype = bookkeeping_dtype
+        state_dtype = bookkeeping_dtype if bookkeeping_dtype is not None else param_dtype
+
+        a = initial_matrix(self.dim, init)  # float64
+        sign, log_abs_det = torch.linalg.slogdet(a)
+        cond = torch.linalg.cond(a)
+        if sign == 0 or not torch.isfinite(log_abs_det) or not cond < MAX_INIT_CONDITION:
+            raise ValueError(
+                f"init must be an invertible matrix; got one with sign(det) = {float(sign):g}, "
+                f"ln|det| = {float(log_abs_det):g}, condition number = {float(cond):.3g} "
+                f"(accepted: < {MAX_INIT_CONDITION:g})"
+            )
+        a_inv = torch.linalg.inv(a)
+        kw_state = {"dtype": state_dtype, "device": device}
+        self.register_buffer("matrix", a.to(**kw_state))
+        self.register_buffer("inverse_matrix", a_inv.to(**kw_state))
+        self.register_buffer("log_abs_det", log_abs_det.to(**kw_state))
+        self.register_buffer("det_sign", sign.to(**kw_state))
+        self.register_buffer("merges_accepted", torch.zeros((), dtype=torch.long, device=device))
+        self.register_buffer("merges_refused", torch.zeros((), dtype=torch.long, device=device))
+
+        kw = {"dtype": param_dtype, "device": device}
+        self.u = nn.Parameter(torch.zeros(self.dim, **kw))
+        self.v = nn.Parameter(torch.empty(self.dim, **kw))
+        self.bias = nn.Parameter(torch.zeros(self.dim, **kw)) if bias else None
+        self.reset_perturbation()
+
+    # ------------------------------------------------------------------------------------------------
+    # The perturbed pair: P is the matrix the rank-one update acts on, Q its tracked inverse.
+    #   parametrization="matrix":  P = A,    Q = A^-1,  ln|det A| = +ln|det P|
+    #   parametrization="inverse": P = A^-1, Q = A,     ln|det A| = -ln|det P|
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def _perturbed(self) -> torch.Tensor:
+        return self.matrix if self.parametrization == "matrix" else self.inverse_matrix
+
+    @property
+    def _tracked_inverse(self) -> torch.Tensor:
+        return self.inverse_matrix if self.parametrization == "matrix" else self.matrix
+
+    @property
+    def _det_orientation(self) -> float:
+        return 1.0 if self.parametrization == "matrix" else -1.0
+
+    def _rank_one_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r""":math:`(\mathbf{u}, \mathbf{v}, \mathbf{Q}\mathbf{u})` in bookkeeping precision and
+        :math:`\ln|G|` with :math:`G = 1 + \mathbf{v}^\top\mathbf{Q}\mathbf{u}` (differentiable, O(n²))."""
+        q = self._tracked_inverse
+        u, v = self.u.to(q.dtype), self.v.to(q.dtype)
+        qu = q @ u
+        return u, v, qu
+
+    def _log_abs_g(self, v: torch.Tensor, qu: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.abs(1.0 + v @ qu))
+
+    def log_abs_det_perturbed(self) -> torch.Tensor:
+        r""":math:`\ln|\det\tilde{\mathbf{A}}|` of the perturbed matrix, a differentiable scalar (O(n²))."""
+        _, v, qu = self._rank_one_terms()
+        return self.log_abs_det + self._det_orientation * self._log_abs_g(v, qu)
+
+    # ------------------------------------------------------------------------------------------------
+    # Bijection interface
+    # ------------------------------------------------------------------------------------------------
+    def _check(self, x: torch.Tensor, name: str) -> None:
+        if self.check_inputs:
+            check_features(x, self.dim, name)
+            check_finite(x, name)
+
+    def _apply_perturbed(self, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`\tilde{\mathbf{P}}\mathbf{x} = \mathbf{P}\mathbf{x} + \mathbf{u}(\mathbf{v}^\top\mathbf{x})`, shape ``(*, n)``."""
+        p = self._perturbed.to(x.dtype)
+        u, v = self.u.to(x.dtype), self.v.to(x.dtype)
+        return x @ p.T + (x @ v).unsqueeze(-1) * u
+
+    def _apply_perturbed_inverse(self, y: torch.Tensor) -> torch.Tensor:
+        r""":math:`\tilde{\mathbf{P}}^{-1}\mathbf{y} = \mathbf{z} - \mathbf{Q}\mathbf{u}\,(\mathbf{v}^\top\mathbf{z})/G`
+        with :math:`\mathbf{z} = \mathbf{Q}\mathbf{y}` (Sherman–Morrison; O(n²) + the batch product)."""
+        _, v, qu = self._rank_one_terms()
+        g = 1.0 + v @ qu
+        z = y @ self._tracked_inverse.to(y.dtype).T
+        coeff = (z @ v.to(y.dtype)) / g.to(y.dtype)
+        return z - coeff.unsqueeze(-1) * qu.to(y.dtype)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""``y = Ã x + b`` and ``ladj = ln|det Ã|`` (shape ``(*)``) for ``x`` of shape ``(*, n)``."""
+        self._check(x, "x")
+        if self.parametrization == "matrix":
+            y = self._apply_perturbed(x)
+        else:
+            y = self._apply_perturbed_inverse(x)
+        if self.bias is not None:
+            y = y + self.bias
+        ladj = self.log_abs_det_perturbed().to(x.dtype)
+        return y, ladj.expand(x.shape[:-1])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""``x = Ã⁻¹ (y − b)`` and ``ladj = −ln|det Ã|`` (shape ``(*)``) for ``y`` of shape ``(*, n)``."""
+        self._check(y, "y")
+        if self.bias is not None:
+            y = y - self.bias
+        if self.parametrization == "matrix":
+            x = self._apply_perturbed_inverse(y)
+        else:
+            x = self._apply_perturbed(y)
+        ladj = -self.log_abs_det_perturbed().to(y.dtype)
+        return x, ladj.expand(y.shape[:-1])
+
+    def perturbed_matrix(self) -> torch.Tensor:
+        r""":math:`\tilde{\mathbf{A}}` as a dense ``(n, n)`` matrix (for inspection and tests; O(n²) or O(n³))."""
+        with torch.no_grad():
+            eye = torch.eye(self.dim, dtype=self.matrix.dtype, device=self.matrix.device)
+            if self.parametrization == "matrix":
+                return self.matrix + torch.outer(self.u.to(eye.dtype), self.v.to(eye.dtype))
+            return torch.linalg.solve(
+                self.inverse_matrix + torch.outer(self.u.to(eye.dtype), self.v.to(eye.dtype)), eye
+            )
+
+    # ------------------------------------------------------------------------------------------------
+    # P⁴ protocol
+    # ------------------------------------------------------------------------------------------------
+    def perturbation_parameters(self) -> Iterator[nn.Parameter]:
+        """:math:`\\mathbf{u}` and :math:`\\mathbf{v}` (the bias is trained directly, never reset)."""
+        yield self.u
+        yield self.v
+
+    @torch.no_grad()
+    def reset_perturbation(self, generator: torch.Generator | None = None) -> None:
+        r"""Reset in place to :math:`\mathbf{u} = 0`, :math:`\mathbf{v} \sim \mathcal{N}(0, \mathbf{I}_n)` (Alg. 2).
+
+        ``v`` is drawn on the CPU from ``generator`` and copied, so a seeded generator gives the same ``v`` on
+        every device and every rank.
+        """
+        self.u.zero_()
+        self.v.copy_(torch.randn(self.dim, generator=generator, dtype=torch.float64))
+
+    def penalty(self) -> torch.Tensor:
+        r"""The penalty :math:`g(\mathbf{u},\mathbf{v})` of App. A, a differentiable scalar (zero if :math:`C_p = 0`)."""
+        if self.penalty_weight == 0.0:
+            return self.u.new_zeros(())
+        _, v, qu = self._rank_one_terms()
+        log_g = self._log_abs_g(v, qu)
+        log_det_new = self.log_abs_det + self._det_orientation * log_g
+        total = self.penalty_bounds.squared_violation(log_g) + self.penalty_bounds.squared_violation(
+            log_det_new
+        )
+        return (self.penalty_weight * total).to(self.u.dtype)
+
+    @torch.no_grad()
+    def merge(self, force: bool = False, generator: torch.Generator | None = None) -> MergeOutcome:
+        r"""Algorithm 2: merge :math:`\mathbf{u}\mathbf{v}^\top` into the tracked pair if sane, then reset.
+
+        Accepted when :math:`\ln|G| \in C^{(0)}` and the merged :math:`\ln|\det\mathbf{A}| \in C^{(1)}`, or
+        when ``force`` is set. Never accepted — and the perturbation is reset without merging — when
+        :math:`\mathbf{u}`, :math:`\mathbf{v}`, :math:`G` or the merged state is not finite. A refused merge
+        leaves :math:`\mathbf{A}`, :math:`\mathbf{A}^{-1}`, :math:`\ln|\det\mathbf{A}|` bit-identical.
+        """
+        p, q = self._perturbed, self._tracked_inverse
+        if not (bool(torch.isfinite(self.u).all()) and bool(torch.isfinite(self.v).all())):
+            return self._refuse_non_finite("u or v contains NaN or inf", generator)
+        u, v, qu = self._rank_one_terms()
+        g = 1.0 + v @ qu
+        log_g = float(torch.log(torch.abs(g)))
+        if not math.isfinite(log_g):
+            return self._refuse_non_finite(
+                f"G = 1 + v^T Q u = {float(g):.3g} is zero or not finite", generator
+            )
+        new_log_det = float(self.log_abs_det) + self._det_orientation * log_g
+        violation = "; ".join(
+            s
+            for s in (
+                self.log_g_bounds.describe_violation(log_g, "ln|G|"),
+                self.log_det_bounds.describe_violation(new_log_det, "ln|det A| after merge"),
+            )
+            if s
+        )
+        if violation and not force:
+            self.merges_refused += 1
+            return MergeOutcome(MergeStatus.OUT_OF_BOUNDS, log_g, float(self.log_abs_det), violation)
+        # Note [Sherman–Morrison stability]: the new inverse is built out of place and checked before
+        # anything is written, so an overflow in a forced, ill-conditioned update cannot corrupt the state.
+        vq = v @ q
+        new_q = q - torch.outer(qu, vq) / g
+        new_p = p + torch.outer(u, v)
+        if not (bool(torch.isfinite(new_q).all()) and bool(torch.isfinite(new_p).all())):
+            return self._refuse_non_finite("the merged matrix or inverse would not be finite", generator)
+        p.copy_(new_p)
+        q.copy_(new_q)
+        self.log_abs_det.fill_(new_log_det)
+        self.det_sign.mul_(torch.sign(g).to(self.det_sign.dtype))
+        self.merges_accepted += 1
+        self.reset_perturbation(generator)
+        status = MergeStatus.FORCED if violation else MergeStatus.ACCEPTED
+        return MergeOutcome(status, log_g, new_log_det, violation)
+
+    def _refuse_non_finite(self, reason: str, generator: torch.Generator | None) -> MergeOutcome:
+        self.merges_refused += 1
+        self.reset_perturbation(generator)
+        return MergeOutcome(MergeStatus.NON_FINITE, float("nan"), float(self.log_abs_det), reason)
+
+    def correct(self) -> None:
+        """Protocol hook: one :meth:`correct_inverse` step with the defaults."""
+        self.correct_inverse()
+
+    @torch.no_grad()
+    def correct_inverse(self, order: int = 4, refresh_log_det: bool = False) -> torch.Tensor:
+        r"""One hyperpower step (:func:`~p4lightning.p4.inversion.hyperpower_step`) on the tracked inverse.
+
+        The matrix the rank-one updates are summed into (:math:`\mathbf{A}`, or :math:`\mathbf{A}^{-1}` with
+        ``parametrization="inverse"``) is exact up to summation rounding; its tracked inverse is refined so
+        the residual :math:`\mathbf{E} = \mathbf{I} - \mathbf{P}\mathbf{Q}` becomes :math:`\mathbf{E}^{p}`.
+        :math:`O(n^3)`. The step is skipped (state untouched) if the residual norm is not below 1, where the
+        iteration would diverge, or if the result is not finite.
+
+        Args:
+            order: the order :math:`p` (a power of two).
+            refresh_log_det: also recompute :math:`\ln|\det\mathbf{A}|` and its sign exactly (``slogdet``).
+
+        Returns:
+            the spectral-norm bound :math:`\|\mathbf{I} - \mathbf{P}\mathbf{Q}\|_2` *before* the step (0-d).
+        """
+        p, q = self._perturbed, self._tracked_inverse
+        eye = torch.eye(self.dim, dtype=p.dtype, device=p.device)
+        residual = torch.linalg.matrix_norm(eye - p @ q, ord=2)
+        if bool(residual < 1.0):
+            new_q = hyperpower_step(p, q, order)
+            if bool(torch.isfinite(new_q).all()):
+                q.copy_(new_q)
+        if refresh_log_det:
+            sign, logabs = torch.linalg.slogdet(p)  # det A = det P or 1 / det P: same sign
+            if bool(sign != 0) and bool(torch.isfinite(logabs)):
+                self.log_abs_det.copy_(self._det_orientation * logabs)
+                self.det_sign.copy_(sign)
+        return residual
+
+    @torch.no_grad()
+    def inverse_error_probe(
+        self, num_probes: int = 4, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        r"""An :math:`O(n^2)` estimate of :math:`\|\mathbf{A}\mathbf{A}^{-1} - \mathbf{I}\|`:
+        :math:`\max_k \|\mathbf{A}(\mathbf{A}^{-1}\mathbf{r}_k) - \mathbf{r}_k\| / \|\mathbf{r}_k\|` over random
+        :math:`\mathbf{r}_k` (a lower bound of the spectral norm, cheap enough to log every merge)."""
+        check_positive_int(num_probes, "num_probes")
+        r = torch.randn(num_probes, self.dim, generator=generator, dtype=torch.float64)
+        r = r.to(dtype=self.matrix.dtype, device=self.matrix.device)
+        err = (r @ self.inverse_matrix.T) @ self.matrix.T - r
+        return (err.norm(dim=-1) / r.norm(dim=-1)).max()
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, bias={self.bias is not None}, parametrization={self.parametrization!r}, "
+            f"bookkeeping_dtype={self.bookkeeping_dtype}, penalty_weight={self.penalty_weight}"
+        )

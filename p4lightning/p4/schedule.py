@@ -1,0 +1,193 @@
+r"""When to merge: Algorithm 1's schedule as a plain object, usable from any training loop.
+
+Every ``every_n_steps`` optimizer steps all P⁴ modules are merged (one *merge round*); every
+``force_every_n_merges``-th round is forced (paper App. B, :math:`N_\text{force}`) and every
+``correct_every_n_merges``-th round is followed by :meth:`P4Module.correct` (:math:`N_\text{correct}`).
+The random generator that re-draws the perturbations is part of the schedule's state, so a seeded schedule
+gives the same perturbations on every rank and after a resume.
+
+Example (a plain PyTorch loop):
+    >>> from p4lightning import P4Inv
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = torch.nn.Sequential(P4Inv(3))
+    >>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    >>> schedule = MergeSchedule(every_n_steps=2, seed=0)
+    >>> for step in range(1, 7):
+    ...     loss = model(torch.randn(16, 3))[0].square().mean()
+    ...     opt.zero_grad(); loss.backward(); opt.step()
+    ...     report = schedule.step(model, step, optimizer=opt)
+    >>> schedule.rounds, schedule.last_merged_step
+    (3, 6)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from p4lightning._validation import check_positive_int
+from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module, find_p4_modules
+
+__all__ = ["MergeReport", "MergeSchedule", "reset_optimizer_state"]
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, parameters: Iterable[torch.Tensor]) -> int:
+    """Forget the optimizer's per-parameter state (moments, momentum, step counts) for ``parameters``.
+
+    Optimizer-agnostic: every ``torch.optim`` optimizer (SGD with momentum, Adam, AdamW, RMSprop, ...)
+    initialises a parameter's state lazily when its entry is missing, so dropping the entry restarts it
+    exactly as for a freshly created parameter. Hyper-parameters in ``param_groups`` are untouched.
+
+    Returns:
+        how many parameters had state that was dropped.
+    """
+    dropped = 0
+    for p in parameters:
+        if optimizer.state.pop(p, None) is not None:
+            dropped += 1
+    return dropped
+
+
+@dataclass
+class MergeReport:
+    """What one merge round did.
+
+    Attributes:
+        step: the optimizer step after which the round ran.
+        forced: whether the round was a forced one.
+        corrected: whether :meth:`P4Module.correct` ran after it.
+        outcomes: ``{module name: MergeOutcome}``.
+    """
+
+    step: int
+    forced: bool
+    corrected: bool
+    outcomes: dict[str, MergeOutcome] = field(default_factory=dict)
+
+    def count(self, status: MergeStatus) -> int:
+        """How many modules ended with ``status``."""
+        return sum(1 for o in self.outcomes.values() if o.status is status)
+
+
+class MergeSchedule:
+    r"""Decides when to merge, force and correct, and does it for every P⁴ module of a model.
+
+    Args:
+        every_n_steps: :math:`N`, optimizer steps between merge rounds (paper: 1–100).
+        force_every_n_merges: :math:`N_\text{force}`: every this many rounds the merge is forced (0: never).
+        correct_every_n_merges: :math:`N_\text{correct}`: every this many rounds each module's
+            :meth:`~P4Module.correct` runs (0: never).
+        seed: seed of the generator that re-draws perturbations (identical on all ranks).
+
+    All counters and the generator state are in :meth:`state_dict`.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 100,
+        force_every_n_merges: int = 10,
+        correct_every_n_merges: int = 50,
+        seed: int = 0,
+    ) -> None:
+        self.every_n_steps = check_positive_int(every_n_steps, "every_n_steps")
+        self.force_every_n_merges = check_positive_int(
+            force_every_n_merges, "force_every_n_merges", minimum=0
+        )
+        self.correct_every_n_merges = check_positive_int(
+            correct_every_n_merges, "correct_every_n_merges", minimum=0
+        )
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rounds = 0
+        self.last_merged_step = -1
+        self.totals: dict[str, int] = {s.value: 0 for s in MergeStatus}
+        self.corrections = 0
+
+    def should_merge(self, step: int) -> bool:
+        """Whether a round is due after optimizer step ``step`` (1-based count of completed steps).
+
+        ``False`` for a step that already had its round, so calling twice for one step merges once.
+        """
+        return step > 0 and step % self.every_n_steps == 0 and step != self.last_merged_step
+
+    def step(
+        self,
+        model: nn.Module | Iterable[tuple[str, P4Module]],
+        step: int,
+        optimizer: torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None = None,
+    ) -> MergeReport | None:
+        """Run a merge round if one is due after optimizer step ``step``; otherwise return ``None``.
+
+        Args:
+            model: a model (its P⁴ modules are found with :func:`find_p4_modules`) or ``(name, module)`` pairs.
+            step: number of optimizer steps completed so far.
+            optimizer: optimizer(s) whose state for reset perturbations is dropped (``None``: keep state).
+        """
+        if not self.should_merge(step):
+            return None
+        return self.merge_now(model, step, optimizer)
+
+    def merge_now(
+        self,
+        model: nn.Module | Iterable[tuple[str, P4Module]],
+        step: int,
+        optimizer: torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None = None,
+    ) -> MergeReport:
+        """Run one merge round unconditionally (counts towards forcing and correction)."""
+        modules = find_p4_modules(model) if isinstance(model, nn.Module) else list(model)
+        if not modules:
+            raise ValueError("model contains no P4Module: nothing to merge (add a P4Inv or P4Orth layer)")
+        self.rounds += 1
+        self.last_merged_step = step
+        forced = self.force_every_n_merges > 0 and self.rounds % self.force_every_n_merges == 0
+        corrected = self.correct_every_n_merges > 0 and self.rounds % self.correct_every_n_merges == 0
+        report = MergeReport(step=step, forced=forced, corrected=corrected)
+        reset_params: list[torch.Tensor] = []
+        for name, module in modules:
+            outcome = module.merge(force=forced, generator=self.generator)
+            report.outcomes[name] = outcome
+            self.totals[outcome.status.value] += 1
+            if outcome.status is not MergeStatus.OUT_OF_BOUNDS:  # the perturbation was reset
+                reset_params.extend(module.perturbation_parameters())
+            if corrected:
+                module.correct()
+        if corrected:
+            self.corrections += 1
+        if optimizer is not None and reset_params:
+            optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+            for opt in optimizers:
+                reset_optimizer_state(opt, reset_params)
+        return report
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, settings and the generator state (a CPU ``ByteTensor``)."""
+        return {
+            "every_n_steps": self.every_n_steps,
+            "force_every_n_merges": self.force_every_n_merges,
+            "correct_every_n_merges": self.correct_every_n_merges,
+            "seed": self.seed,
+            "rounds": self.rounds,
+            "last_merged_step": self.last_merged_step,
+            "totals": dict(self.totals),
+            "corrections": self.corrections,
+            "generator_state": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore counters and generator; settings must match the ones this schedule was built with."""
+        for key in ("every_n_steps", "force_every_n_merges", "correct_every_n_merges"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(
+                    f"checkpointed {key}={state[key]} differs from this schedule's {key}={getattr(self, key)}; "
+                    "resuming would shift the merge schedule"
+                )
+        self.rounds = int(state["rounds"])
+        self.last_merged_step = int(state["last_merged_step"])
+        self.totals = {s.value: int(state["totals"].get(s.value, 0)) for s in MergeStatus}
+        self.corrections = int(state["corrections"])
+        self.generator.set_state(state["generator_state"])

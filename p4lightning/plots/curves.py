@@ -1,0 +1,43 @@
+"""Training-curve figures written by the experiment scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+__all__ = ["plot_linear_curves"]
+
+
+def plot_linear_curves(
+    results: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], path: str | Path
+) -> Path:
+    """One row per linear problem: loss (left) and max|A A⁻¹ − I| (right) against the optimizer step.
+
+    Args:
+        results: ``{problem: {run label: {"step": [...], "loss": [...], "inverse_error": [...]}}}``;
+            runs without ``inverse_error`` (plain linear layers) only appear in the loss panel.
+        path: output PNG; parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.3 * len(results)), squeeze=False)
+    for row, (problem, runs) in zip(axes, results.items(), strict=True):
+        for label, curve in runs.items():
+            row[0].semilogy(curve["step"], curve["loss"], label=label, lw=1.2)
+            if curve.get("inverse_error"):
+                row[1].semilogy(curve["step"], curve["inverse_error"], label=label, lw=1.2)
+        row[0].set_title(f"{problem}: loss")
+        row[1].set_title(f"{problem}: max|A A$^{{-1}}$ - I|")
+        for ax in row:
+            ax.set_xlabel("optimizer step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,50 @@
+"""The shared battery: every bijection of p4lightning passes every check of p4lightning.testing."""
+
+import pytest
+import torch
+
+from p4lightning import BentIdentity, Inverse, InverseBentIdentity, P4Inv, P4Orth
+from p4lightning.testing import check_bijection
+
+
+def _perturbed(layer):
+    """Give the perturbation and bias non-trivial values, so every term of the map is exercised."""
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(0.3 * torch.randn_like(p))
+    return layer
+
+
+def _random_init(n):
+    return torch.eye(n) + 0.3 * torch.randn(n, n)
+
+
+BIJECTIONS = {
+    "p4inv-identity": lambda: _perturbed(P4Inv(5)),
+    "p4inv-reverse": lambda: _perturbed(P4Inv(6, init="reverse")),
+    "p4inv-tensor-nobias": lambda: _perturbed(P4Inv(4, init=_random_init(4), bias=False)),
+    "p4inv-inverse-parametrization": lambda: _perturbed(
+        P4Inv(5, init=_random_init(5), parametrization="inverse")
+    ),
+    "p4inv-float64-bookkeeping": lambda: _perturbed(P4Inv(5, bookkeeping_dtype=torch.float64)),
+    "p4orth": lambda: _perturbed(P4Orth(5)),
+    "p4orth-reverse": lambda: _perturbed(P4Orth(4, init="reverse")),
+    "bent": lambda: BentIdentity(4),
+    "inverse-bent": lambda: InverseBentIdentity(4),
+    "inverse-of-p4inv": lambda: Inverse(_perturbed(P4Inv(3))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BIJECTIONS))
+def test_battery(name):
+    bij = BIJECTIONS[name]()
+    check_bijection(bij, 1.5 * torch.randn(7, bij.dim))
+
+
+@pytest.mark.parametrize("name", sorted(BIJECTIONS))
+def test_rejects_wrong_feature_size(name):
+    bij = BIJECTIONS[name]()
+    with pytest.raises(ValueError, match=rf"shape \(\*, {bij.dim}\); got shape \(2, {bij.dim + 1}\)"):
+        bij(torch.randn(2, bij.dim + 1))
+    with pytest.raises(ValueError, match="shape"):
+        bij.inverse(torch.randn(2, bij.dim + 1))
