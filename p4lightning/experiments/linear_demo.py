@@ -45,7 +45,7 @@ class LinearRun:
     correct_every_n_merges: int = 50
     penalty_weight: float = 0.0
     batch_size: int = 64
-    log_every: int = 10
+    log_every: int = 20
 
     @property
     def label(self) -> str:

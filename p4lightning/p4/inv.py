@@ -86,6 +86,10 @@ class P4Inv(P4Module, Bijection):
         penalty_weight: :math:`C_p` of the penalty :math:`g(\mathbf{u},\mathbf{v})`; ``0`` disables it (the
             paper's setting for Boltzmann generators and 2D densities; 0.1 for two linear problems).
         penalty_bounds: :math:`[C_{\min}, C_{\max}]` of the penalty (App. A: ``(-2, 15)``).
+        max_inverse_error: a merge — forced or not — is refused (:attr:`MergeStatus.INACCURATE`) when the
+            merged pair fails the :math:`O(n^2)` probe :math:`\max_k\|\mathbf{P}'(\mathbf{Q}'\mathbf{r}_k) -
+            \mathbf{r}_k\| / \|\mathbf{r}_k\| \le` this, i.e. when an update too ill-conditioned for the
+            floating-point precision would leave an inconsistent inverse. ``math.inf`` disables the probe.
         bookkeeping_dtype: dtype of :math:`\mathbf{A}, \mathbf{A}^{-1}, \ln|\det\mathbf{A}|` (e.g.
             ``torch.float64`` while the network runs in float32); ``None`` follows the parameters.
         dtype: dtype of :math:`\mathbf{u}, \mathbf{v}, \mathbf{b}` (default: torch's default dtype).
@@ -125,6 +129,7 @@ class P4Inv(P4Module, Bijection):
         log_det_bounds: LogBounds | tuple[float, float] = (-2.5, 15.5),
         penalty_weight: float = 0.0,
         penalty_bounds: LogBounds | tuple[float, float] = (-2.0, 15.0),
+        max_inverse_error: float = 1e-2,
         bookkeeping_dtype: torch.dtype | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
@@ -143,6 +148,15 @@ class P4Inv(P4Module, Bijection):
         ):
             raise ValueError(f"penalty_weight must be a float >= 0; got {penalty_weight!r}")
         self.penalty_weight = float(penalty_weight)
+        if (
+            isinstance(max_inverse_error, bool)
+            or not isinstance(max_inverse_error, (int, float))
+            or not max_inverse_error > 0
+        ):
+            raise ValueError(
+                f"max_inverse_error must be a float > 0 (math.inf disables the probe); got {max_inverse_error!r}"
+            )
+        self.max_inverse_error = float(max_inverse_error)
         self.check_inputs = bool(check_inputs)
         param_dtype = dtype if dtype is not None else torch.get_default_dtype()
         if bookkeeping_dtype is not None and not bookkeeping_dtype.is_floating_point:
@@ -167,6 +181,11 @@ class P4Inv(P4Module, Bijection):
         self.register_buffer("det_sign", sign.to(**kw_state))
         self.register_buffer("merges_accepted", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("merges_refused", torch.zeros((), dtype=torch.long, device=device))
+        # Fixed probe vector for the merge accuracy check: drawn once from a private seeded generator, so it
+        # is the same on every rank and consumes nothing from the user's random streams.
+        probe = torch.randn(self.dim, generator=torch.Generator().manual_seed(self.dim), dtype=torch.float64)
+        self.register_buffer("_probe", probe.to(**kw_state), persistent=False)
+        self._bookkeeping_buffers = (*self._bookkeeping_buffers, "_probe")
 
         kw = {"dtype": param_dtype, "device": device}
         self.u = nn.Parameter(torch.zeros(self.dim, **kw))
@@ -332,6 +351,13 @@ class P4Inv(P4Module, Bijection):
         new_p = p + torch.outer(u, v)
         if not (bool(torch.isfinite(new_q).all()) and bool(torch.isfinite(new_p).all())):
             return self._refuse_non_finite("the merged matrix or inverse would not be finite", generator)
+        if math.isfinite(self.max_inverse_error):
+            probes = torch.stack((self._probe, v))
+            error = float(((probes @ new_q.T) @ new_p.T - probes).norm(dim=-1).div(probes.norm(dim=-1)).max())
+            if not error <= self.max_inverse_error:
+                self.merges_refused += 1
+                reason = f"merged inverse would fail the accuracy probe: error {error:.3g} > {self.max_inverse_error:g}"
+                return MergeOutcome(MergeStatus.INACCURATE, log_g, float(self.log_abs_det), reason)
         p.copy_(new_p)
         q.copy_(new_q)
         self.log_abs_det.fill_(new_log_det)
@@ -397,5 +423,6 @@ class P4Inv(P4Module, Bijection):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, bias={self.bias is not None}, parametrization={self.parametrization!r}, "
-            f"bookkeeping_dtype={self.bookkeeping_dtype}, penalty_weight={self.penalty_weight}"
+            f"bookkeeping_dtype={self.bookkeeping_dtype}, penalty_weight={self.penalty_weight}, "
+            f"max_inverse_error={self.max_inverse_error:g}"
         )

@@ -51,6 +51,9 @@ class MergeStatus(enum.Enum):
     #: The perturbation (or the merged state it would produce) was not finite: nothing was merged and the
     #: perturbation was reset, even with ``force=True``.
     NON_FINITE = "non_finite"
+    #: The merged inverse would fail the accuracy probe (the update is too ill-conditioned for the
+    #: floating-point precision): nothing changed, the perturbation stays, even with ``force=True``.
+    INACCURATE = "inaccurate"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ class MergeOutcome:
     def accepted(self) -> bool:
         """``True`` when the frozen parameters were updated (accepted or forced)."""
         return self.status in (MergeStatus.ACCEPTED, MergeStatus.FORCED)
+
+    @property
+    def perturbation_reset(self) -> bool:
+        """``True`` when the perturbation was reset (so its optimizer state should be reset too)."""
+        return self.status in (MergeStatus.ACCEPTED, MergeStatus.FORCED, MergeStatus.NON_FINITE)
 
     def raise_if_refused(self) -> MergeOutcome:
         """Return ``self`` if accepted, else raise :class:`MergeRefusedError` carrying this outcome."""

@@ -152,7 +152,7 @@ class MergeSchedule:
             outcome = module.merge(force=forced, generator=self.generator)
             report.outcomes[name] = outcome
             self.totals[outcome.status.value] += 1
-            if outcome.status is not MergeStatus.OUT_OF_BOUNDS:  # the perturbation was reset
+            if outcome.perturbation_reset:
                 reset_params.extend(module.perturbation_parameters())
             if corrected:
                 module.correct()

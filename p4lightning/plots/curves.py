@@ -27,10 +27,11 @@ def plot_linear_curves(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.3 * len(results)), squeeze=False)
     for row, (problem, runs) in zip(axes, results.items(), strict=True):
-        for label, curve in runs.items():
-            row[0].semilogy(curve["step"], curve["loss"], label=label, lw=1.2)
+        for i, (label, curve) in enumerate(runs.items()):
+            color = f"C{i}"  # the same run has the same colour in both panels
+            row[0].semilogy(curve["step"], curve["loss"], label=label, lw=1.2, color=color)
             if curve.get("inverse_error"):
-                row[1].semilogy(curve["step"], curve["inverse_error"], label=label, lw=1.2)
+                row[1].semilogy(curve["step"], curve["inverse_error"], label=label, lw=1.2, color=color)
         row[0].set_title(f"{problem}: loss")
         row[1].set_title(f"{problem}: max|A A$^{{-1}}$ - I|")
         for ax in row:
