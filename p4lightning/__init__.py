@@ -6,6 +6,7 @@ References:
 """
 
 from p4lightning.bijection import Bijection, Inverse
+from p4lightning.callbacks import P4MergeCallback
 from p4lightning.flows import BentIdentity, InverseBentIdentity
 from p4lightning.p4 import (
     LogBounds,
@@ -30,6 +31,7 @@ __all__ = [
     "MergeRefusedError",
     "MergeStatus",
     "P4Inv",
+    "P4MergeCallback",
     "P4Module",
     "P4Orth",
     "find_p4_modules",

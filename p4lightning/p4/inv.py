@@ -413,8 +413,13 @@ class P4Inv(P4Module, Bijection):
     ) -> torch.Tensor:
         r"""An :math:`O(n^2)` estimate of :math:`\|\mathbf{A}\mathbf{A}^{-1} - \mathbf{I}\|`:
         :math:`\max_k \|\mathbf{A}(\mathbf{A}^{-1}\mathbf{r}_k) - \mathbf{r}_k\| / \|\mathbf{r}_k\|` over random
-        :math:`\mathbf{r}_k` (a lower bound of the spectral norm, cheap enough to log every merge)."""
+        :math:`\mathbf{r}_k` (a lower bound of the spectral norm, cheap enough to log every merge).
+
+        With ``generator=None`` the probes come from a private generator with a fixed seed, so probing never
+        consumes the global random stream (logging must not change training)."""
         check_positive_int(num_probes, "num_probes")
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
         r = torch.randn(num_probes, self.dim, generator=generator, dtype=torch.float64)
         r = r.to(dtype=self.matrix.dtype, device=self.matrix.device)
         err = (r @ self.inverse_matrix.T) @ self.matrix.T - r

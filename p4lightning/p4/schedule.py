@@ -164,6 +164,18 @@ class MergeSchedule:
                 reset_optimizer_state(opt, reset_params)
         return report
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.Generator does not pickle (ddp_spawn pickles callbacks): carry its state as bytes instead
+        state = self.__dict__.copy()
+        state["generator"] = bytes(self.generator.get_state().numpy())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        generator_state = torch.frombuffer(bytearray(state["generator"]), dtype=torch.uint8)
+        self.__dict__.update(state)
+        self.generator = torch.Generator()
+        self.generator.set_state(generator_state)
+
     def state_dict(self) -> dict[str, Any]:
         """Counters, settings and the generator state (a CPU ``ByteTensor``)."""
         return {

@@ -106,3 +106,14 @@ def test_mismatched_settings_on_load_and_bad_args_raise():
         MergeSchedule(every_n_steps=0)
     with pytest.raises(ValueError, match="contains no P4Module"):
         MergeSchedule(every_n_steps=1).step(nn.Linear(2, 2), 1)
+
+
+def test_pickle_round_trip_keeps_generator_state():
+    import pickle
+
+    schedule = MergeSchedule(every_n_steps=2, seed=11)
+    torch.randn(3, generator=schedule.generator)
+    clone = pickle.loads(pickle.dumps(schedule))
+    assert torch.equal(
+        torch.randn(4, generator=clone.generator), torch.randn(4, generator=schedule.generator)
+    )
