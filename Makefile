@@ -18,13 +18,17 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m p4lightning.experiments.linear_demo --out docs/linear_demo
+	$(PY) -m p4lightning.experiments.linear_lightning configs/linear/*.yaml --out docs/linear_experiments
 
 lint: setup
 	$(PY) -m ruff check p4lightning tests benchmarks
 
 test: lint
 	$(PY) -m pytest p4lightning tests
+
+bench: setup
+	$(PY) benchmarks/p4inv_step.py --out docs/benchmarks/p4inv_step
+	$(PY) benchmarks/drift.py --out docs/benchmarks/drift.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from p4lightning._validation import check_choice, check_positive_int
+from p4lightning._validation import check_choice, check_features, check_positive_int
 from p4lightning.p4.inv import P4Inv
 
 __all__ = ["LinearFit"]
@@ -74,6 +74,7 @@ class LinearFit(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        check_features(x, self.dim, "batch x")
         loss = (self(x) - y).square().sum(-1).mean()
         self.log("train/loss", loss, prog_bar=True)
         if isinstance(self.layer, P4Inv) and self.layer.penalty_weight > 0:

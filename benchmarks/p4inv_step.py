@@ -1,0 +1,259 @@
+r"""Training-step cost of P⁴Inv against the usual ways to train a square linear layer, as ratios.
+
+One training step = forward + log-det + loss + backward + Adam step, batch 256, float32, one thread,
+with the input not requiring grad (the first layer) and requiring grad (a layer inside a deep flow).
+
+* ``nn.Linear``: dense weight, no log-det (the baseline every ratio is taken against);
+* ``dense+slogdet``: dense weight, ``torch.linalg.slogdet`` each step (what an invertible dense layer costs);
+* ``LU (Glow)``: :math:`\mathbf{W} = \mathbf{P}\mathbf{L}(\mathbf{U} + \operatorname{diag}\mathbf{s})`,
+  log-det :math:`\sum\ln|s_i|` (Kingma & Dhariwal 2018);
+* ``orthogonal``: ``torch.nn.utils.parametrizations.orthogonal`` (log-det 0);
+* ``P4Inv``: the step itself, plus the merge (every 100 steps) and the inverse correction (every 50 merges)
+  amortised: ``step + merge / 100 + correction / 5000``.
+
+Also: P⁴Inv's inverse pass against its forward pass (no grad), and the merge and correction costs.
+Each method runs blocks of consecutive steps (caches warm, as in training; ~20 ms of ``nn.Linear``
+steps per block); blocks are interleaved round-robin in one process and the median per-step time is
+reported, so ratios compare like with like on a noisy machine.
+
+Run: ``python benchmarks/p4inv_step.py --out docs/benchmarks/p4inv_step``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+from p4lightning import P4Inv
+
+BATCH = 256
+MERGE_EVERY = 100
+CORRECT_EVERY_MERGES = 50
+
+
+class DenseSlogdet(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(n) + 0.01 * torch.randn(n, n))
+        self.bias = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x @ self.weight.T + self.bias, torch.linalg.slogdet(self.weight)[1].expand(x.shape[:-1])
+
+
+class LULinear(nn.Module):
+    """Glow's LU-decomposed invertible linear layer."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        w, _ = torch.linalg.qr(torch.randn(n, n))
+        p, lower, upper = torch.linalg.lu(w)
+        s = torch.diagonal(upper)
+        self.register_buffer("perm", p.argmax(dim=1))
+        self.register_buffer("sign_s", torch.sign(s))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(n, n), -1))
+        self.register_buffer("eye", torch.eye(n))
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_s = nn.Parameter(torch.log(torch.abs(s)))
+        self.bias = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lower = self.lower * self.lower_mask + self.eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        weight = (lower @ upper)[self.perm]
+        return x @ weight.T + self.bias, self.log_s.sum().expand(x.shape[:-1])
+
+
+class Orthogonal(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.linear = parametrizations.orthogonal(nn.Linear(n, n))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.linear(x), x.new_zeros(x.shape[:-1])
+
+
+class PlainLinear(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n, n)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.linear(x), x.new_zeros(x.shape[:-1])
+
+
+FACTORIES: dict[str, Callable[[int], nn.Module]] = {
+    "nn.Linear": PlainLinear,
+    "dense+slogdet": DenseSlogdet,
+    "LU (Glow)": LULinear,
+    "orthogonal": Orthogonal,
+    "P4Inv": lambda n: P4Inv(n, check_inputs=False),
+}
+
+
+def make_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    opt = torch.optim.Adam(module.parameters(), lr=1e-4)
+
+    def step() -> None:
+        y, ladj = module(x)
+        loss = 0.5 * y.square().sum(-1).mean() - ladj.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def median_time(fn: Callable[[], None], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
+    torch.manual_seed(0)
+    result: dict[str, object] = {"n": n}
+    for requires_grad in (False, True):
+        x = torch.randn(BATCH, n, requires_grad=requires_grad)
+        steps = {name: make_step(factory(n), x) for name, factory in FACTORIES.items()}
+        samples: dict[str, list[float]] = {name: [] for name in steps}
+        for fn in steps.values():  # warm-up
+            fn()
+        # Blocks of consecutive steps (as in training, caches warm), blocks interleaved round-robin
+        # across methods (so slow drifts of the shared machine hit all methods alike).
+        t = time.perf_counter()
+        steps["nn.Linear"]()
+        block = max(1, int(0.02 / (time.perf_counter() - t)))
+        start = time.perf_counter()
+        rounds = 0
+        while rounds < 3 or (time.perf_counter() - start < budget_s and rounds < max_rounds):
+            for name, fn in steps.items():
+                reps = block if name in ("nn.Linear", "P4Inv") else max(1, block // 8)
+                t = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                samples[name].append((time.perf_counter() - t) / reps)
+            rounds += 1
+        med = {name: statistics.median(v) for name, v in samples.items()}
+        result[f"grad_input={requires_grad}"] = {"median_s": med, "rounds": rounds}
+
+    layer = P4Inv(n, check_inputs=False)
+    with torch.no_grad():
+        layer.u.normal_(std=0.1 / n**0.5)
+    x = torch.randn(BATCH, n)
+    reps = max(5, min(200, int(2e8 / (BATCH * n * n))))
+    with torch.no_grad():
+        t_fwd = median_time(lambda: layer(x), reps)
+        t_inv = median_time(lambda: layer.inverse(x), reps)
+
+    def merge() -> None:
+        with torch.no_grad():
+            layer.u.normal_(std=0.1 / n**0.5)
+        layer.merge(force=True)
+
+    t_merge = median_time(merge, max(3, reps // 4))
+    t_correct = median_time(lambda: layer.correct_inverse(), 3)
+    result["p4inv_ops_s"] = {"forward": t_fwd, "inverse": t_inv, "merge": t_merge, "correction": t_correct}
+    return result
+
+
+def ratios(result: dict[str, object]) -> dict[str, dict[str, float]]:
+    ops = result["p4inv_ops_s"]
+    amortised = ops["merge"] / MERGE_EVERY + ops["correction"] / (MERGE_EVERY * CORRECT_EVERY_MERGES)
+    out = {}
+    for key in ("grad_input=False", "grad_input=True"):
+        med = dict(result[key]["median_s"])
+        med["P4Inv"] = med["P4Inv"] + amortised
+        out[key] = {name: t / med["nn.Linear"] for name, t in med.items()}
+    return out
+
+
+def write_markdown(results: list[dict[str, object]], out: Path, command: str) -> str:
+    lines = [
+        "# P⁴Inv training-step benchmark",
+        "",
+        f"Command: `{command}`  ",
+        f"torch {torch.__version__}, {platform.machine()}, 1 thread, batch {BATCH}, float32, Adam. "
+        "Median over interleaved blocks of consecutive steps; ratios are against `nn.Linear` **in the same run**. P⁴Inv includes the merge "
+        f"every {MERGE_EVERY} steps and the correction every {CORRECT_EVERY_MERGES} merges, amortised.",
+        "",
+    ]
+    for key, title in (
+        ("grad_input=False", "input does not require grad"),
+        ("grad_input=True", "input requires grad"),
+    ):
+        lines += [f"## Training step, {title} (time / nn.Linear time)", ""]
+        lines += [
+            "| n | nn.Linear (ms) | " + " | ".join(FACTORIES) + " |",
+            "|---|---|" + "---|" * len(FACTORIES),
+        ]
+        for r in results:
+            rat = ratios(r)[key]
+            base_ms = r[key]["median_s"]["nn.Linear"] * 1e3
+            lines.append(
+                f"| {r['n']} | {base_ms:.3f} | " + " | ".join(f"{rat[name]:.2f}" for name in FACTORIES) + " |"
+            )
+        lines.append("")
+    lines += [
+        "## P⁴Inv operations",
+        "",
+        "| n | forward (ms, no grad) | inverse / forward | merge (ms) | merge / step | correction (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ops = r["p4inv_ops_s"]
+        step = r["grad_input=False"]["median_s"]["P4Inv"]
+        lines.append(
+            f"| {r['n']} | {ops['forward'] * 1e3:.3f} | {ops['inverse'] / ops['forward']:.2f} | "
+            f"{ops['merge'] * 1e3:.3f} | {ops['merge'] / step:.2f} | {ops['correction'] * 1e3:.1f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 2048])
+    parser.add_argument(
+        "--budget", type=float, default=20.0, help="seconds of timing rounds per size and input mode"
+    )
+    parser.add_argument("--max-rounds", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/p4inv_step"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    command = (
+        "python benchmarks/p4inv_step.py --sizes "
+        + " ".join(map(str, args.sizes))
+        + f" --budget {args.budget:g}"
+    )
+    results = []
+    for n in args.sizes:
+        results.append(bench_size(n, args.budget, args.max_rounds))
+        print(
+            f"n={n}: "
+            + json.dumps({k: {m: round(v, 2) for m, v in r.items()} for k, r in ratios(results[-1]).items()}),
+            flush=True,
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "results": results}, indent=1))
+    print(write_markdown(results, args.out, command))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Molecular systems: alanine dipeptide, the OpenMM energy op and its workers, coordinate transforms."""

@@ -1,0 +1,133 @@
+r"""Alanine dipeptide (Ace-Ala-Nme, 22 atoms) in OBC implicit solvent, built **without constraints**.
+
+The system is ``openmmtools.testsystems.AlanineDipeptideImplicit`` (Amber ff96, OBC1 GBSA; its files ship
+inside the package, nothing is downloaded) with ``constraints=None``. With ``HBonds`` constraints OpenMM
+drops the X–H bond terms from the force field, so a generated conformation's X–H bond lengths would go
+unpenalised by the energy; the Boltzmann generator needs every degree of freedom in the energy.
+
+Units: positions in nm, energies in kJ/mol, temperatures in K; reduced energies
+:math:`u = E / (k_B T)` are dimensionless (:math:`k_B T` in kJ/mol from :func:`kt`).
+
+Atom order (0-based; mdtraj names): ACE 0 HH31, 1 CH3, 2 HH32, 3 HH33, 4 C, 5 O; ALA 6 N, 7 H, 8 CA, 9 HA,
+10 CB, 11 HB1, 12 HB2, 13 HB3, 14 C, 15 O; NME 16 N, 17 H, 18 C, 19 HH31, 20 HH32, 21 HH33.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "CARTESIAN_ATOMS",
+    "N_ATOMS",
+    "PHI_ATOMS",
+    "PSI_ATOMS",
+    "Z_MATRIX",
+    "AlanineDipeptide",
+    "alanine_dipeptide",
+    "kt",
+]
+
+N_ATOMS = 22
+#: Backbone torsions (0-based atom indices): φ = C(ACE)–N–CA–C, ψ = N–CA–C–N(NME).
+PHI_ATOMS = (4, 6, 8, 14)
+PSI_ATOMS = (6, 8, 14, 16)
+#: Atoms kept in Cartesian coordinates by the mixed transform: ALA N, CA, HA, CB, C.
+CARTESIAN_ATOMS = (6, 8, 9, 10, 14)
+#: Z-matrix of the other 17 atoms, rows (atom, bonded, angle, torsion) in placement order, every step along a
+#: bond. Atom 4's torsion is φ = tor(4, 6, 8, 14); atom 16's is ψ = tor(16, 14, 8, 6) = tor(6, 8, 14, 16).
+Z_MATRIX = (
+    (7, 6, 8, 14),  # H (ALA)
+    (4, 6, 8, 14),  # C (ACE): φ
+    (5, 4, 6, 8),  # O (ACE)
+    (1, 4, 6, 8),  # CH3 (ACE)
+    (0, 1, 4, 6),  # HH31
+    (2, 1, 4, 6),  # HH32
+    (3, 1, 4, 6),  # HH33
+    (11, 10, 8, 6),  # HB1
+    (12, 10, 8, 6),  # HB2
+    (13, 10, 8, 6),  # HB3
+    (15, 14, 8, 6),  # O (ALA)
+    (16, 14, 8, 6),  # N (NME): ψ
+    (17, 16, 14, 8),  # H (NME)
+    (18, 16, 14, 8),  # C (NME)
+    (19, 18, 16, 14),  # HH31
+    (20, 18, 16, 14),  # HH32
+    (21, 18, 16, 14),  # HH33
+)
+#: Boltzmann constant times Avogadro's number, kJ/(mol K) (CODATA 2018, as OpenMM's unit.MOLAR_GAS_CONSTANT_R).
+MOLAR_GAS_CONSTANT = 8.314462618e-3
+
+
+def kt(temperature: float) -> float:
+    """:math:`k_B T` in kJ/mol at ``temperature`` in K."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 K; got {temperature}")
+    return MOLAR_GAS_CONSTANT * float(temperature)
+
+
+def _import_testsystems():  # noqa: ANN202 - returns a module
+    """Import openmmtools.testsystems with pymbar's import-time banners and log chatter silenced."""
+    for name in ("pymbar", "openmmtools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        from openmmtools import testsystems
+    return testsystems
+
+
+@dataclass(frozen=True)
+class AlanineDipeptide:
+    """The system, its topology and a reference conformation.
+
+    Attributes:
+        system: ``openmm.System`` without constraints (OBC1 implicit solvent, no cutoff).
+        topology: ``openmm.app.Topology``.
+        positions: reference positions, ``(22, 3)`` float64 array in nm.
+        temperature: default target temperature in K.
+    """
+
+    system: object
+    topology: object
+    positions: np.ndarray
+    temperature: float
+
+    @property
+    def kt(self) -> float:
+        """:math:`k_B T` in kJ/mol at :attr:`temperature`."""
+        return kt(self.temperature)
+
+    def mdtraj_topology(self):  # noqa: ANN201 - mdtraj.Topology
+        """The topology as an ``mdtraj.Topology``."""
+        import mdtraj
+
+        return mdtraj.Topology.from_openmm(self.topology)
+
+    def write_pdb(self, path: str | Path) -> Path:
+        """Write the topology with the reference positions to ``path`` as PDB (atomically)."""
+        import mdtraj
+
+        from p4lightning._io import atomic_path
+
+        path = Path(path)
+        traj = mdtraj.Trajectory(self.positions[None].astype(np.float32), self.mdtraj_topology())
+        with atomic_path(path) as tmp:
+            traj.save_pdb(str(tmp))
+        return path
+
+
+def alanine_dipeptide(temperature: float = 600.0) -> AlanineDipeptide:
+    """Alanine dipeptide in OBC implicit solvent without constraints, target temperature ``temperature`` K."""
+    kt(temperature)  # validates
+    from openmm import unit
+
+    testsystems = _import_testsystems()
+    ts = testsystems.AlanineDipeptideImplicit(constraints=None)
+    positions = np.asarray(ts.positions.value_in_unit(unit.nanometer), dtype=np.float64)
+    if ts.system.getNumConstraints() != 0:
+        raise RuntimeError("expected an unconstrained alanine dipeptide system")
+    return AlanineDipeptide(ts.system, ts.topology, positions, float(temperature))

@@ -1,0 +1,149 @@
+r"""OpenMM potential energy as a differentiable torch operation, and its regularised form for training.
+
+:class:`OpenMMEnergy` maps positions :math:`\mathbf{x}` (nm) of shape ``(B, N, 3)`` or ``(B, 3N)`` to the
+reduced energy :math:`u(\mathbf{x}) = E(\mathbf{x}) / k_B T` of shape ``(B,)`` (dimensionless), with
+:math:`\partial u / \partial \mathbf{x} = -\mathbf{F}(\mathbf{x}) / k_B T` (nm⁻¹) in the backward pass.
+Energies and forces are computed in float64 by an :class:`~p4lightning.systems.workers.EnergyWorkerPool`;
+nothing is cached (two calls with the same tensor evaluate twice). A conformation that cannot be evaluated
+gets :math:`u = \mathrm{NaN}` and zero gradient, and is counted in ``num_failed``.
+
+:func:`regularize_energy` is the usual "linear, then logarithmic, capped" cut that keeps huge energies of
+bad samples (overlapping atoms) from dominating a loss or poisoning its gradient:
+
+.. math::
+    u_\text{reg} = \begin{cases} u & u < u_\text{high} \\
+        u_\text{high} + \ln(1 + u - u_\text{high}) & u \ge u_\text{high} \end{cases},
+    \qquad u_\text{reg} \leftarrow \min(u_\text{reg}, u_\text{max}),
+
+with NaN/∞ mapped to :math:`u_\text{max}` (zero gradient there).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from p4lightning._validation import check_positive_int
+from p4lightning.systems.alanine import kt
+from p4lightning.systems.workers import EnergyWorkerPool
+
+__all__ = ["OpenMMEnergy", "regularize_energy"]
+
+
+class _ReducedEnergy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, module: OpenMMEnergy) -> torch.Tensor:  # type: ignore[override]
+        xyz = x.detach().to("cpu", torch.float64).numpy().reshape(x.shape[0], module.n_atoms, 3)
+        energies, forces, failed = module.pool.evaluate(xyz)
+        module.num_failed += failed
+        module.num_evaluated += x.shape[0]
+        u = torch.from_numpy(energies / module.kt).to(device=x.device, dtype=x.dtype)
+        grad = torch.from_numpy(-forces / module.kt).to(device=x.device, dtype=x.dtype).reshape(x.shape)
+        ctx.save_for_backward(grad)
+        return u
+
+    @staticmethod
+    def backward(ctx: Any, grad_u: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        shape = (-1,) + (1,) * (grad.dim() - 1)
+        return grad * grad_u.reshape(shape), None
+
+
+class OpenMMEnergy(nn.Module):
+    r"""Reduced potential energy :math:`u = E / k_B T` of an OpenMM system as a torch module.
+
+    Args:
+        system: an ``openmm.System`` (e.g. ``alanine_dipeptide().system``).
+        temperature: :math:`T` in K of the reduced energy.
+        n_workers: worker processes (default: one per usable core).
+        platform: OpenMM platform of the workers (``"CPU"``, ``"CUDA"``, ...).
+        pin: pin each CPU worker to one core.
+
+    Shapes:
+        ``x``: ``(B, N, 3)`` or ``(B, 3N)`` in nm → ``u``: ``(B,)``, same dtype and device as ``x``.
+
+    Counters ``num_evaluated`` and ``num_failed`` are buffers (in ``state_dict``). Call :meth:`close` (or
+    use it as a context manager) to stop the workers; they are also stopped at interpreter exit.
+    """
+
+    def __init__(
+        self,
+        system: Any,
+        temperature: float,
+        n_workers: int | None = None,
+        platform: str = "CPU",
+        pin: bool = True,
+    ) -> None:
+        super().__init__()
+        self.kt = kt(temperature)
+        self.temperature = float(temperature)
+        self.n_atoms = check_positive_int(system.getNumParticles(), "number of particles")
+        self.register_buffer("num_evaluated", torch.zeros((), dtype=torch.long))
+        self.register_buffer("num_failed", torch.zeros((), dtype=torch.long))
+        self.pool = EnergyWorkerPool(system, n_workers=n_workers, platform=platform, pin=pin)
+
+    def _validate(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.n_atoms
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(
+                f"positions must be a floating-point tensor of shape (B, {n}, 3) or (B, {3 * n}) in nm"
+            )
+        if not ((x.dim() == 3 and x.shape[1:] == (n, 3)) or (x.dim() == 2 and x.shape[1] == 3 * n)):
+            raise ValueError(
+                f"positions must have shape (B, {n}, 3) or (B, {3 * n}) in nm (the system has {n} atoms); "
+                f"got shape {tuple(x.shape)}"
+            )
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reduced energies ``(B,)`` of positions ``x`` in nm; NaN where OpenMM could not evaluate."""
+        return _ReducedEnergy.apply(self._validate(x), self)
+
+    def energies_kj_mol(self, x: torch.Tensor) -> np.ndarray:
+        """Energies in kJ/mol as a float64 array (no autograd)."""
+        xyz = self._validate(x).detach().to("cpu", torch.float64).numpy().reshape(x.shape[0], self.n_atoms, 3)
+        return self.pool.evaluate(xyz)[0]
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self.pool.close()
+
+    def __enter__(self) -> OpenMMEnergy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("OpenMMEnergy owns worker processes and cannot be pickled; build one per process")
+
+    def extra_repr(self) -> str:
+        return f"n_atoms={self.n_atoms}, temperature={self.temperature} K, workers={self.pool.n_workers}"
+
+
+def regularize_energy(
+    u: torch.Tensor, high: float = 1e3, maximum: float = 1e9
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Linear below ``high``, logarithmic above, capped at ``maximum``; NaN/∞ become ``maximum``.
+
+    Args:
+        u: reduced energies ``(B,)``.
+        high: :math:`u_\text{high}` (k_BT) where the logarithmic branch starts.
+        maximum: :math:`u_\text{max}` (k_BT), the cap.
+
+    Returns:
+        ``(u_reg, clamped)``: regularised energies ``(B,)`` and a boolean mask ``(B,)`` of the samples that
+        were altered (above ``high`` or not finite).
+    """
+    if not high < maximum:
+        raise ValueError(f"regularize_energy needs high < maximum; got high={high}, maximum={maximum}")
+    finite = torch.isfinite(u)
+    safe = torch.where(finite, u, torch.full_like(u, high))
+    logged = high + torch.log1p(torch.clamp(safe - high, min=0.0))
+    reg = torch.where(safe < high, safe, logged)
+    reg = torch.clamp(reg, max=maximum)
+    reg = torch.where(finite, reg, torch.full_like(u, maximum))
+    return reg, (~finite) | (u >= high)

@@ -1,0 +1,259 @@
+r"""The mixed coordinate transform of Boltzmann generators (Noé et al. 2019): 66 Cartesian → 60 flow coordinates.
+
+A few atoms (for alanine dipeptide: ALA N, CA, HA, CB, C) stay Cartesian; all others are placed by a
+Z-matrix in internal coordinates. With :math:`m` Cartesian atoms and :math:`M` Z-matrix atoms:
+
+* **Cartesian block** (:math:`3m` → :math:`3m - 6`): the block is superposed (Kabsch, minimum RMSD) onto a
+  reference fitted on training data. The minimum-RMSD superposition satisfies the Eckart conditions
+  :math:`\sum_a d_a = 0` and :math:`\sum_a r^{\mathrm{ref}}_a \times d_a = 0` for the displacements
+  :math:`d = x - r^{\mathrm{ref}}`: six linear constraints. Superposed data therefore lie *exactly* in a
+  :math:`3m - 6` dimensional subspace, found by PCA (the six vanishing components are dropped), and are
+  whitened: :math:`z_c = \Lambda^{-1/2} V^\top (x_c - \mu)`.
+* **Internal block** (:math:`3M`): bond :math:`r`, angle :math:`\theta`, torsion :math:`\varphi` of every
+  Z-matrix atom, standardised: :math:`(r - \mu_r)/\sigma_r`, :math:`(\theta - \mu_\theta)/\sigma_\theta`, and
+  :math:`\operatorname{wrap}(\varphi - \bar\varphi)/\sigma_\varphi` with the circular mean :math:`\bar\varphi`,
+  so torsions are compared on the circle (no wrap-around jump at ±π in the data's range).
+
+Log-determinant of the inverse (flow coordinates → positions), with respect to the coordinates
+:math:`(V^\top(x_c - \mu), x_\text{Z-matrix atoms})` of the :math:`3\cdot 22 - 6 = 60`-dimensional space of
+conformations modulo rigid motions:
+
+.. math::
+    \ln|\det J_{z\to x}| = \tfrac12\sum\ln\lambda + \sum(\ln\sigma_r + \ln\sigma_\theta + \ln\sigma_\varphi)
+        + \sum_{\text{Z-matrix atoms}} (2\ln r + \ln\sin\theta),
+
+and the forward ladj is its negative. The forward map returns positions in the reference frame
+(:meth:`MixedCoordinateTransform.align` gives the superposed input), so ``inverse(forward(x)) == align(x)``.
+
+Units: positions in nm, angles in rad.
+
+References:
+    F. Noé, S. Olsson, J. Köhler, H. Wu. Boltzmann generators. Science 365, eaaw1147 (2019).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from p4lightning._validation import check_features, check_finite
+from p4lightning.bijection import Bijection
+from p4lightning.systems.internal import angle, bond, place, torsion, wrap_angle
+
+__all__ = ["MixedCoordinateTransform", "kabsch_align", "validate_z_matrix"]
+
+#: Floor for fitted standard deviations (avoids dividing by zero for a coordinate constant in the data).
+MIN_STD = 1e-6
+
+
+def validate_z_matrix(
+    z_matrix: Sequence[Sequence[int]],
+    cartesian: Sequence[int],
+    n_atoms: int,
+    bonds: set[frozenset[int]] | None = None,
+) -> None:
+    """Check that every atom is either Cartesian or placed once, from atoms placed before it, along bonds.
+
+    Raises:
+        ValueError: naming the offending Z-matrix row.
+    """
+    placed = set(cartesian)
+    if len(placed) != len(cartesian) or len(cartesian) < 3:
+        raise ValueError(f"cartesian must list at least 3 distinct atoms; got {list(cartesian)}")
+    for row in z_matrix:
+        if len(row) != 4 or len(set(row)) != 4:
+            raise ValueError(
+                f"Z-matrix row {tuple(row)} must name 4 distinct atoms (i, bonded j, angle k, torsion l)"
+            )
+        i, j, k, t = row  # atom, bond partner, angle partner, torsion partner
+        if i in placed:
+            raise ValueError(f"Z-matrix row {tuple(row)}: atom {i} is placed twice")
+        if not {j, k, t} <= placed:
+            raise ValueError(
+                f"Z-matrix row {tuple(row)}: references {sorted({j, k, t} - placed)} are not placed yet"
+            )
+        if bonds is not None:
+            for a, b in ((i, j), (j, k), (k, t)):
+                if frozenset((a, b)) not in bonds:
+                    raise ValueError(
+                        f"Z-matrix row {tuple(row)}: atoms {a} and {b} are not bonded in the topology"
+                    )
+        placed.add(i)
+    if placed != set(range(n_atoms)):
+        raise ValueError(
+            f"Z-matrix and cartesian atoms must cover all {n_atoms} atoms; missing {sorted(set(range(n_atoms)) - placed)}"
+        )
+
+
+def kabsch_align(x: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Minimum-RMSD superposition of ``x`` ``(B, m, 3)`` onto ``reference`` ``(m, 3)`` (centred).
+
+    Returns:
+        ``(aligned, rotation, centroid)`` with ``aligned = (x - centroid) @ rotation`` ``(B, m, 3)``,
+        ``rotation`` ``(B, 3, 3)`` proper (det = +1) and ``centroid`` ``(B, 1, 3)``.
+    """
+    centroid = x.mean(dim=-2, keepdim=True)
+    xc = x - centroid
+    h = xc.transpose(-1, -2) @ reference  # (B, 3, 3)
+    u, _, vh = torch.linalg.svd(h)
+    d = torch.sign(torch.linalg.det(u @ vh))
+    flip = torch.ones_like(h[..., 0])
+    flip[..., -1] = d
+    rotation = (u * flip.unsqueeze(-2)) @ vh
+    return xc @ rotation, rotation, centroid
+
+
+class MixedCoordinateTransform(Bijection):
+    r"""Positions ``(*, 3N)`` in nm ↔ flow coordinates ``(*, 3N - 6)``: whitened Cartesian block + standardised
+    internal coordinates. Build it with :meth:`fit` on training data.
+
+    Args:
+        n_atoms: :math:`N`.
+        cartesian: indices of the Cartesian atoms (:math:`m \ge 3`).
+        z_matrix: rows ``(i, j, k, l)`` in placement order: atom ``i`` bonded to ``j``, angle ``i-j-k``,
+            torsion ``i-j-k-l``.
+        reference, pca_mean, pca_vectors, pca_values, ic_mean, ic_std: fitted statistics (see :meth:`fit`).
+
+    ``dim`` is the flow side, :math:`3N - 6`; :attr:`n_atoms` the Cartesian side.
+    """
+
+    def __init__(
+        self,
+        n_atoms: int,
+        cartesian: Sequence[int],
+        z_matrix: Sequence[Sequence[int]],
+        reference: torch.Tensor,
+        pca_mean: torch.Tensor,
+        pca_vectors: torch.Tensor,
+        pca_values: torch.Tensor,
+        ic_mean: torch.Tensor,
+        ic_std: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        validate_z_matrix(z_matrix, cartesian, n_atoms)
+        self.n_atoms = n_atoms
+        m, n_z = len(cartesian), len(z_matrix)
+        self.dim = 3 * n_atoms - 6
+        self.n_cartesian_dims = 3 * m - 6
+        shapes = {
+            "reference": (m, 3),
+            "pca_mean": (3 * m,),
+            "pca_vectors": (3 * m, 3 * m - 6),
+            "pca_values": (3 * m - 6,),
+            "ic_mean": (3, n_z),
+            "ic_std": (3, n_z),
+        }
+        values = locals()
+        for name, shape in shapes.items():
+            t = values[name]
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape}; got {tuple(t.shape)}")
+            self.register_buffer(
+                name, t.detach().clone()
+            )  # dtype of the fitted statistics; .float() converts
+        self.register_buffer("cartesian", torch.as_tensor(list(cartesian), dtype=torch.long))
+        self.register_buffer(
+            "z_matrix", torch.as_tensor([list(r) for r in z_matrix], dtype=torch.long).reshape(n_z, 4)
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        positions: torch.Tensor,
+        cartesian: Sequence[int],
+        z_matrix: Sequence[Sequence[int]],
+        iterations: int = 3,
+    ) -> MixedCoordinateTransform:
+        """Fit reference, PCA and internal-coordinate statistics on training ``positions`` ``(F, N, 3)`` nm."""
+        if positions.dim() != 3 or positions.shape[-1] != 3 or positions.shape[0] < 3 * len(cartesian):
+            raise ValueError(
+                f"positions must have shape (F, N, 3) with F >= {3 * len(cartesian)} frames; got {tuple(positions.shape)}"
+            )
+        check_finite(positions, "positions")
+        x = positions.to(torch.float64)
+        n_atoms = x.shape[1]
+        validate_z_matrix(z_matrix, cartesian, n_atoms)
+        cart = x[:, list(cartesian)]
+        reference = cart[0] - cart[0].mean(0)
+        for _ in range(iterations):  # Procrustes: align to the mean, re-centre the mean
+            aligned = kabsch_align(cart, reference)[0]
+            reference = aligned.mean(0) - aligned.mean(0).mean(0)
+        aligned = kabsch_align(cart, reference)[0].reshape(len(x), -1)
+        mean = aligned.mean(0)
+        cov = torch.cov((aligned - mean).T)
+        values, vectors = torch.linalg.eigh(cov)  # ascending
+        keep = 3 * len(cartesian) - 6
+        ic = cls._internal(x, torch.as_tensor([list(r) for r in z_matrix]))
+        r, th, ph = ic
+        ph_mean = torch.atan2(torch.sin(ph).mean(0), torch.cos(ph).mean(0))
+        ic_mean = torch.stack([r.mean(0), th.mean(0), ph_mean])
+        ic_std = torch.stack([r.std(0), th.std(0), wrap_angle(ph - ph_mean).std(0)]).clamp(min=MIN_STD)
+        return cls(
+            n_atoms,
+            cartesian,
+            z_matrix,
+            reference,
+            mean,
+            vectors[:, -keep:].flip(-1),
+            values[-keep:].flip(-1).clamp(min=MIN_STD**2),
+            ic_mean,
+            ic_std,
+        )
+
+    @staticmethod
+    def _internal(x: torch.Tensor, zm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xi, xj, xk, xl = (x[:, zm[:, c]] for c in range(4))
+        return bond(xi, xj), angle(xi, xj, xk), torsion(xi, xj, xk, xl)
+
+    def _as_positions(self, x: torch.Tensor) -> torch.Tensor:
+        check_features(x, 3 * self.n_atoms, "positions")
+        check_finite(x, "positions")
+        return x.reshape(-1, self.n_atoms, 3)
+
+    def align(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(*, 3N)`` moved rigidly so its Cartesian block is superposed on the reference, ``(*, 3N)``."""
+        xyz = self._as_positions(x)
+        _, rotation, centroid = kabsch_align(xyz[:, self.cartesian], self.reference)
+        return ((xyz - centroid) @ rotation).reshape(x.shape)
+
+    def _constant_ladj(self) -> torch.Tensor:
+        return 0.5 * torch.log(self.pca_values).sum() + torch.log(self.ic_std).sum()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Positions ``(*, 3N)`` nm → ``(z, ladj)``, ``z`` ``(*, 3N - 6)``, ``ladj`` ``(*)``."""
+        batch = x.shape[:-1]
+        xyz = self._as_positions(x)
+        aligned = kabsch_align(xyz[:, self.cartesian], self.reference)[0].reshape(xyz.shape[0], -1)
+        zc = ((aligned - self.pca_mean) @ self.pca_vectors) / torch.sqrt(self.pca_values)
+        r, th, ph = self._internal(xyz, self.z_matrix)
+        ph = self.ic_mean[2] + wrap_angle(ph - self.ic_mean[2])
+        ic = (torch.stack([r, th, ph], dim=1) - self.ic_mean) / self.ic_std  # (B, 3, M)
+        z = torch.cat([zc, ic.reshape(xyz.shape[0], -1)], dim=-1)
+        ladj = -(self._constant_ladj() + (2 * torch.log(r) + torch.log(torch.sin(th))).sum(-1))
+        return z.reshape(*batch, self.dim), ladj.reshape(batch)
+
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Flow coordinates ``(*, 3N - 6)`` → ``(positions (*, 3N) nm in the reference frame, ladj (*))``."""
+        check_features(z, self.dim, "z")
+        batch = z.shape[:-1]
+        z = z.reshape(-1, self.dim)
+        b = z.shape[0]
+        zc, zi = z[:, : self.n_cartesian_dims], z[:, self.n_cartesian_dims :]
+        cart = (zc * torch.sqrt(self.pca_values)) @ self.pca_vectors.T + self.pca_mean
+        ic = zi.reshape(b, 3, -1) * self.ic_std + self.ic_mean
+        r, th, ph = ic.unbind(1)
+        atoms: list[torch.Tensor | None] = [None] * self.n_atoms
+        for a, pos in zip(self.cartesian.tolist(), cart.reshape(b, -1, 3).unbind(1), strict=True):
+            atoms[a] = pos
+        for row, (i, j, k, t) in enumerate(self.z_matrix.tolist()):
+            atoms[i] = place(atoms[j], atoms[k], atoms[t], r[:, row], th[:, row], ph[:, row])
+        x = torch.stack(atoms, dim=1).reshape(*batch, 3 * self.n_atoms)
+        ladj = self._constant_ladj() + (
+            2 * torch.log(torch.abs(r)) + torch.log(torch.abs(torch.sin(th)))
+        ).sum(-1)
+        return x, ladj.reshape(batch)
+
+    def extra_repr(self) -> str:
+        return f"n_atoms={self.n_atoms}, cartesian={self.cartesian.tolist()}, dim={self.dim}"

@@ -1,0 +1,91 @@
+"""MDTrajectoryDataModule and the MD command: contiguous splits, shapes, lossless float32, every bad input."""
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+
+from p4lightning.data.md import simulate
+from p4lightning.data.md_datamodule import MDTrajectoryDataModule
+
+
+@pytest.fixture(scope="module")
+def md(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mdd") / "t.dcd"
+    return simulate(out, frames=50, save_every=20, equilibration_steps=100, seed=1, progress=False)
+
+
+def test_contiguous_split_and_batches(md):
+    dm = MDTrajectoryDataModule(
+        [str(md.trajectory)], str(md.topology), batch_size=8, val_fraction=0.2, test_fraction=0.2
+    )
+    assert dm.train is None  # nothing read in __init__
+    dm.setup("fit")
+    traj = mdtraj.load(str(md.trajectory), top=str(md.topology))
+    flat = torch.from_numpy(traj.xyz.reshape(50, 66))
+    assert (
+        torch.equal(dm.train, flat[:30])
+        and torch.equal(dm.val, flat[30:40])
+        and torch.equal(dm.test, flat[40:])
+    )
+    (batch,) = next(iter(dm.train_dataloader()))
+    assert batch.shape == (8, 66) and batch.dtype == torch.float32
+
+
+def test_stride(md):
+    dm = MDTrajectoryDataModule(
+        str(md.trajectory), str(md.topology), stride=5, val_fraction=0.2, test_fraction=0.2
+    )
+    dm.setup()
+    assert len(dm.train) + len(dm.val) + len(dm.test) == 10
+
+
+def test_dcd_is_float32_lossless(tmp_path):
+    xyz = np.random.default_rng(0).normal(size=(3, 22, 3)).astype(np.float32)
+    from p4lightning.systems.alanine import alanine_dipeptide
+
+    top = alanine_dipeptide().mdtraj_topology()
+    mdtraj.Trajectory(xyz, top).save_dcd(str(tmp_path / "x.dcd"))
+    back = mdtraj.load(str(tmp_path / "x.dcd"), top=top).xyz
+    assert np.abs(back - xyz).max() < 1e-6  # nm -> Å -> nm in float32, no 0.001 nm rounding as in XTC
+
+
+def _setup(traj, top, **kw):
+    MDTrajectoryDataModule([str(traj)], str(top), **kw).setup()
+
+
+def test_bad_inputs_raise_naming_the_problem(md, tmp_path):
+    with pytest.raises(FileNotFoundError, match="trajectory file not found"):
+        _setup(tmp_path / "missing.dcd", md.topology)
+    with pytest.raises(FileNotFoundError, match="topology file not found"):
+        _setup(md.trajectory, tmp_path / "missing.pdb")
+    garbage = tmp_path / "garbage.dcd"
+    garbage.write_bytes(b"not a trajectory at all" * 10)
+    with pytest.raises(ValueError, match="not readable by mdtraj"):
+        _setup(garbage, md.topology)
+    with pytest.raises(ValueError, match="has 22 atoms; the system has 23"):
+        _setup(md.trajectory, md.topology, n_atoms=23)
+    # a topology that does not match the trajectory (3 atoms)
+    small = mdtraj.load(str(md.topology)).atom_slice([0, 1, 2])
+    small.save_pdb(str(tmp_path / "small.pdb"))
+    with pytest.raises(ValueError, match="has 3 atoms; the system has 22|not readable"):
+        _setup(md.trajectory, tmp_path / "small.pdb")
+    with pytest.raises(ValueError, match="not readable|atoms"):
+        _setup(md.trajectory, tmp_path / "small.pdb", n_atoms=None)
+    # NaN coordinates
+    traj = mdtraj.load(str(md.trajectory), top=str(md.topology))
+    traj.xyz[7, 3, 1] = np.nan
+    traj.save_dcd(str(tmp_path / "nan.dcd"))
+    with pytest.raises(ValueError, match="NaN or infinite coordinates in 1 frames \\(first: frame 7\\)"):
+        _setup(tmp_path / "nan.dcd", md.topology)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="val_fraction \\+ test_fraction must be < 1"):
+        MDTrajectoryDataModule(["a.dcd"], "a.pdb", val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ValueError, match="stride must be an int >= 1"):
+        MDTrajectoryDataModule(["a.dcd"], "a.pdb", stride=0)
+    with pytest.raises(ValueError, match="at least one file"):
+        MDTrajectoryDataModule([], "a.pdb")
+    with pytest.raises(ValueError, match="out must be a .dcd"):
+        simulate("x.xtc")

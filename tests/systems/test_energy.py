@@ -1,0 +1,123 @@
+"""OpenMM energy op: values and forces against OpenMM itself, gradients, parallel = serial, failures, errors."""
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from openmm import unit
+
+from p4lightning.systems.alanine import kt
+from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
+from p4lightning.systems.workers import EnergyWorkerPool, WorkerDiedError
+
+
+@pytest.fixture(scope="module")
+def energy(ala2):
+    with OpenMMEnergy(ala2.system, temperature=600.0, n_workers=2) as e:
+        yield e
+
+
+def _openmm_reference(system, xyz):
+    context = openmm.Context(
+        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
+    energies, forces = [], []
+    for frame in xyz:
+        context.setPositions(frame)
+        state = context.getState(getEnergy=True, getForces=True)
+        energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        forces.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+    return np.array(energies), np.array(forces)
+
+
+def test_system_has_no_constraints_and_keeps_xh_bonds(ala2):
+    assert ala2.system.getNumConstraints() == 0
+    bond_force = next(f for f in ala2.system.getForces() if isinstance(f, openmm.HarmonicBondForce))
+    assert bond_force.getNumBonds() == 21  # all 21 bonds of the 22-atom tree, X-H included
+
+
+def test_energies_and_forces_match_openmm(energy, ala2, md_positions):
+    x = md_positions[:12].clone().requires_grad_(True)
+    u = energy(x)
+    e_ref, f_ref = _openmm_reference(ala2.system, md_positions[:12].numpy())
+    np.testing.assert_allclose(u.detach().numpy() * kt(600.0), e_ref, rtol=1e-5, atol=1e-3)
+    u.sum().backward()
+    np.testing.assert_allclose(-x.grad.numpy() * kt(600.0), f_ref, rtol=1e-4, atol=1e-2)
+
+
+def test_gradient_matches_finite_differences(ala2, md_positions):
+    """On the double-precision Reference platform (the CPU platform's forces are single precision)."""
+    with OpenMMEnergy(ala2.system, temperature=600.0, n_workers=1, platform="Reference") as energy:
+        x = md_positions[:2].clone().requires_grad_(True)
+        energy(x).sum().backward()
+        g = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            direction = torch.randn(x.shape, generator=g, dtype=torch.float64)
+            direction /= direction.norm()
+            h = 1e-6
+            up, down = energy(md_positions[:2] + h * direction), energy(md_positions[:2] - h * direction)
+            fd = float((up - down).sum()) / (2 * h)
+            assert abs(fd - float((x.grad * direction).sum())) < 1e-5 * max(1.0, abs(fd))
+
+
+def test_parallel_equals_serial(ala2, energy, md_positions):
+    with EnergyWorkerPool(ala2.system, n_workers=1) as serial:
+        e1, f1, _ = serial.evaluate(md_positions[:9].numpy())
+    e2, f2, _ = energy.pool.evaluate(md_positions[:9].numpy())
+    np.testing.assert_array_equal(e1, e2)
+    np.testing.assert_array_equal(f1, f2)
+
+
+def test_flat_and_float32_inputs(energy, md_positions):
+    u3 = energy(md_positions[:4])
+    u2 = energy(md_positions[:4].reshape(4, 66).float())
+    assert u2.dtype == torch.float32 and u2.shape == (4,)
+    torch.testing.assert_close(u2.double(), u3, atol=1e-3, rtol=1e-5)
+
+
+def test_failed_conformation_is_nan_and_counted_never_reused(energy, md_positions):
+    before = int(energy.num_failed)
+    x = md_positions[:3].clone()
+    x[1, 4, 2] = float("nan")
+    x.requires_grad_(True)
+    u = energy(x)
+    assert torch.isnan(u[1]) and torch.isfinite(u[[0, 2]]).all()
+    assert int(energy.num_failed) == before + 1
+    reg, clamped = regularize_energy(u)
+    reg.sum().backward()
+    assert torch.isfinite(x.grad).all() and float(x.grad[1].abs().sum()) == 0.0
+    assert clamped.tolist() == [False, True, False]
+
+
+def test_regularize_energy_is_linear_then_log_then_capped():
+    u = torch.tensor([0.0, 10.0, 1e3 + np.e - 1, 1e30, float("inf"), float("nan")], requires_grad=True)
+    reg, clamped = regularize_energy(u, high=1e3, maximum=1e6)
+    torch.testing.assert_close(
+        reg[:4].detach(), torch.tensor([0.0, 10.0, 1e3 + 1.0, 1e3 + np.log(1e30 - 1e3 + 1)])
+    )
+    assert float(reg[4]) == 1e6 and float(reg[5]) == 1e6  # non-finite -> the cap
+    capped, _ = regularize_energy(torch.tensor([1e6]), high=10.0, maximum=12.0)  # 10 + ln(1e6 - 9) > 12
+    assert float(capped) == 12.0
+    assert clamped.tolist() == [False, False, True, True, True, True]
+    reg.sum().backward()
+    assert torch.isfinite(u.grad).all()
+    with pytest.raises(ValueError, match="high < maximum"):
+        regularize_energy(u, high=10.0, maximum=1.0)
+
+
+def test_bad_shapes_raise_naming_the_atom_count(energy):
+    with pytest.raises(
+        ValueError,
+        match=r"\(B, 22, 3\) or \(B, 66\) in nm \(the system has 22 atoms\); got shape \(2, 21, 3\)",
+    ):
+        energy(torch.zeros(2, 21, 3))
+    with pytest.raises(TypeError, match="floating-point"):
+        energy(torch.zeros(2, 66, dtype=torch.long))
+
+
+def test_dead_worker_is_reported_not_a_hang(ala2):
+    pool = EnergyWorkerPool(ala2.system, n_workers=1)
+    pool._processes[0].kill()
+    with pytest.raises(WorkerDiedError, match="died|closed its pipe"):
+        pool.evaluate(ala2.positions[None])
+    assert pool.closed

@@ -1,0 +1,100 @@
+"""Mixed coordinate transform: shared battery, exact Jacobian on the 60 independent coordinates, round trips."""
+
+import pytest
+import torch
+
+from p4lightning.systems.alanine import CARTESIAN_ATOMS, Z_MATRIX
+from p4lightning.systems.mixed import MixedCoordinateTransform, kabsch_align, validate_z_matrix
+from p4lightning.testing import check_inverse_ladj
+
+
+@pytest.fixture(scope="module")
+def transform(md_positions):
+    return MixedCoordinateTransform.fit(md_positions, CARTESIAN_ATOMS, Z_MATRIX)
+
+
+def test_dimensions_and_whitening(transform, md_positions):
+    z, _ = transform(md_positions.reshape(len(md_positions), -1))
+    assert transform.dim == 60 and z.shape == (len(md_positions), 60)
+    n_lin = 9 + 2 * 17  # Cartesian block, bonds, angles: linearly standardised on these data
+    torch.testing.assert_close(z[:, :n_lin].mean(0), torch.zeros(n_lin), atol=1e-9, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(60), atol=1e-9, rtol=0)
+    # torsions are centred on their circular mean, so their arithmetic mean is near, not at, zero
+    assert z[:, n_lin:].mean(0).abs().max() < 0.2
+
+
+def test_superposed_cartesian_block_has_exactly_six_null_directions(transform, md_positions):
+    aligned = kabsch_align(md_positions[:, list(CARTESIAN_ATOMS)], transform.reference)[0].reshape(
+        len(md_positions), -1
+    )
+    eig = torch.linalg.eigvalsh(torch.cov(aligned.T))
+    assert eig[:6].abs().max() < 1e-12 * eig[-1]  # the six rigid-body directions vanish
+    assert eig[6] > 1e6 * eig[:6].abs().max()
+
+
+def test_round_trip_and_inverse_ladj_battery(transform, md_positions):
+    x = md_positions.reshape(len(md_positions), -1)[:16]
+    z, _ = transform(x)
+    x_back, _ = transform.inverse(z)
+    torch.testing.assert_close(x_back, transform.align(x), atol=1e-12, rtol=0)
+    check_inverse_ladj(transform, x)
+    # z -> x -> z for flow-space points (within the torsions' unwrapped range)
+    zs = 0.8 * torch.randn(16, 60)
+    limit = 0.9 * torch.pi / transform.ic_std[2]  # unwrapped torsions within ±0.9π map back to themselves
+    zs[:, 9 + 2 * 17 :] = torch.maximum(torch.minimum(zs[:, 9 + 2 * 17 :], limit), -limit)
+    torch.testing.assert_close(transform(transform.inverse(zs)[0])[0], zs, atol=1e-9, rtol=0)
+
+
+def test_float32_round_trip_below_1e5_nm(transform, md_positions):
+    t32 = MixedCoordinateTransform.fit(md_positions, CARTESIAN_ATOMS, Z_MATRIX).float()
+    x = md_positions.reshape(len(md_positions), -1).float()
+    err = (t32.inverse(t32(x)[0])[0] - t32.align(x)).abs().max()
+    assert err < 1e-5
+
+
+def test_inverse_ladj_equals_slogdet_of_jacobian_on_60_independent_coordinates(transform, md_positions):
+    """The 66 x 60 Jacobian restricted to the coordinates (V^T (x_cart - mu), x_Z-matrix atoms)."""
+    z, _ = transform(md_positions.reshape(len(md_positions), -1)[:3])
+    others = [row[0] for row in Z_MATRIX]
+
+    def embed(zz):
+        xx = transform.inverse(zz)[0].reshape(22, 3)
+        cart = xx[list(CARTESIAN_ATOMS)].reshape(-1)
+        return torch.cat([(cart - transform.pca_mean) @ transform.pca_vectors, xx[others].reshape(-1)])
+
+    for zi in z:
+        jac = torch.autograd.functional.jacobian(embed, zi)
+        assert jac.shape == (60, 60)
+        torch.testing.assert_close(torch.linalg.slogdet(jac)[1], transform.inverse(zi)[1], atol=1e-8, rtol=0)
+
+
+def test_torsions_have_no_wrap_around_error(transform, md_positions):
+    """Rotating a torsion by 2π does not change z (circular standardisation)."""
+    x = md_positions.reshape(len(md_positions), -1)[:4]
+    z, _ = transform(x)
+    ic_t = z[:, 9 + 2 * 17 :]
+    shifted = ic_t * transform.ic_std[2] + 2 * torch.pi  # same angle, shifted by a full turn
+    zs = torch.cat([z[:, : 9 + 2 * 17], shifted / transform.ic_std[2]], dim=-1)
+    torch.testing.assert_close(transform.inverse(zs)[0], transform.inverse(z)[0], atol=1e-9, rtol=0)
+
+
+def test_shipped_z_matrix_follows_the_bond_graph(ala2):
+    bonds = {frozenset((b.atom1.index, b.atom2.index)) for b in ala2.topology.bonds()}
+    validate_z_matrix(Z_MATRIX, CARTESIAN_ATOMS, 22, bonds)
+    with pytest.raises(ValueError, match="not bonded"):
+        validate_z_matrix([(7, 8, 6, 14), *Z_MATRIX[1:]], CARTESIAN_ATOMS, 22, bonds)  # H7-CA8: no bond
+    with pytest.raises(ValueError, match="not placed yet"):
+        validate_z_matrix([Z_MATRIX[2], *Z_MATRIX], CARTESIAN_ATOMS, 22)
+    with pytest.raises(ValueError, match="missing"):
+        validate_z_matrix(Z_MATRIX[:-1], CARTESIAN_ATOMS, 22)
+
+
+def test_bad_inputs_raise(transform):
+    with pytest.raises(ValueError, match=r"positions must have shape \(\*, 66\)"):
+        transform(torch.randn(2, 60))
+    x = torch.randn(2, 66)
+    x[0, 5] = float("nan")
+    with pytest.raises(ValueError, match="positions must be finite"):
+        transform(x)
+    with pytest.raises(ValueError, match=r"z must have shape \(\*, 60\)"):
+        transform.inverse(torch.randn(2, 66))
