@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from p4lightning import BentIdentity, Inverse, InverseBentIdentity, P4Inv, P4Orth
+from p4lightning.flows import Permutation, RealNVPCoupling, SequentialFlow, Swap, realnvp_flow
 from p4lightning.testing import check_bijection
 
 
@@ -32,6 +33,15 @@ BIJECTIONS = {
     "bent": lambda: BentIdentity(4),
     "inverse-bent": lambda: InverseBentIdentity(4),
     "inverse-of-p4inv": lambda: Inverse(_perturbed(P4Inv(3))),
+    "realnvp-coupling": lambda: _perturbed(RealNVPCoupling(6, hidden=(8, 8))),
+    "realnvp-coupling-odd-split": lambda: _perturbed(RealNVPCoupling(5, split=2, hidden=(7,))),
+    "swap": lambda: Swap(6),
+    "permutation": lambda: Permutation([2, 0, 3, 1]),
+    "sequential-bent-p4inv": lambda: SequentialFlow(
+        [BentIdentity(4), _perturbed(P4Inv(4)), InverseBentIdentity(4)]
+    ),
+    "realnvp-flow-p4inv": lambda: _perturbed(realnvp_flow(6, n_blocks=2, hidden=(8,), mixing="p4inv")),
+    "realnvp-flow-swap": lambda: _perturbed(realnvp_flow(6, n_blocks=2, hidden=(8,), mixing="swap")),
 }
 
 

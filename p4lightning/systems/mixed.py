@@ -152,12 +152,39 @@ class MixedCoordinateTransform(Bijection):
             self.register_buffer(
                 name, t.detach().clone()
             )  # dtype of the fitted statistics; .float() converts
+        self.register_buffer("fitted", torch.ones((), dtype=torch.bool))
         self.register_buffer("cartesian", torch.as_tensor(list(cartesian), dtype=torch.long))
         self.register_buffer(
             "z_matrix", torch.as_tensor([list(r) for r in z_matrix], dtype=torch.long).reshape(n_z, 4)
         )
 
     # ------------------------------------------------------------------------------------------------
+    @classmethod
+    def empty(
+        cls,
+        n_atoms: int,
+        cartesian: Sequence[int],
+        z_matrix: Sequence[Sequence[int]],
+        dtype: torch.dtype = torch.float64,
+    ) -> MixedCoordinateTransform:
+        """A transform with placeholder statistics of the right shapes (``fitted`` is False): build the module
+        first, then :meth:`fit_` it on data or load a ``state_dict`` into it."""
+        m, n_z, k = len(cartesian), len(z_matrix), 3 * len(cartesian) - 6
+        kw = {"dtype": dtype}
+        transform = cls(
+            n_atoms,
+            cartesian,
+            z_matrix,
+            torch.zeros(m, 3, **kw),
+            torch.zeros(3 * m, **kw),
+            torch.eye(3 * m, k, **kw),
+            torch.ones(k, **kw),
+            torch.zeros(3, n_z, **kw),
+            torch.ones(3, n_z, **kw),
+        )
+        transform.fitted.fill_(False)
+        return transform
+
     @classmethod
     def fit(
         cls,
@@ -166,41 +193,51 @@ class MixedCoordinateTransform(Bijection):
         z_matrix: Sequence[Sequence[int]],
         iterations: int = 3,
     ) -> MixedCoordinateTransform:
-        """Fit reference, PCA and internal-coordinate statistics on training ``positions`` ``(F, N, 3)`` nm."""
-        if positions.dim() != 3 or positions.shape[-1] != 3 or positions.shape[0] < 3 * len(cartesian):
+        """A transform fitted on training ``positions`` ``(F, N, 3)`` nm (see :meth:`fit_`)."""
+        if positions.dim() != 3 or positions.shape[-1] != 3:
+            raise ValueError(f"positions must have shape (F, N, 3) in nm; got {tuple(positions.shape)}")
+        return cls.empty(positions.shape[1], cartesian, z_matrix, positions.dtype).fit_(positions, iterations)
+
+    @torch.no_grad()
+    def fit_(self, positions: torch.Tensor, iterations: int = 3) -> MixedCoordinateTransform:
+        """Fit reference, PCA and internal-coordinate statistics in place on ``positions`` ``(F, N, 3)`` nm."""
+        cartesian = self.cartesian.tolist()
+        if positions.dim() == 2 and positions.shape[1] == 3 * self.n_atoms:
+            positions = positions.reshape(len(positions), self.n_atoms, 3)
+        if (
+            positions.dim() != 3
+            or positions.shape[1:] != (self.n_atoms, 3)
+            or positions.shape[0] < 3 * len(cartesian)
+        ):
             raise ValueError(
-                f"positions must have shape (F, N, 3) with F >= {3 * len(cartesian)} frames; got {tuple(positions.shape)}"
+                f"positions must have shape (F, {self.n_atoms}, 3) with F >= {3 * len(cartesian)} frames; "
+                f"got {tuple(positions.shape)}"
             )
         check_finite(positions, "positions")
         x = positions.to(torch.float64)
-        n_atoms = x.shape[1]
-        validate_z_matrix(z_matrix, cartesian, n_atoms)
-        cart = x[:, list(cartesian)]
+        cart = x[:, cartesian]
         reference = cart[0] - cart[0].mean(0)
         for _ in range(iterations):  # Procrustes: align to the mean, re-centre the mean
             aligned = kabsch_align(cart, reference)[0]
             reference = aligned.mean(0) - aligned.mean(0).mean(0)
         aligned = kabsch_align(cart, reference)[0].reshape(len(x), -1)
         mean = aligned.mean(0)
-        cov = torch.cov((aligned - mean).T)
-        values, vectors = torch.linalg.eigh(cov)  # ascending
-        keep = 3 * len(cartesian) - 6
-        ic = cls._internal(x, torch.as_tensor([list(r) for r in z_matrix]))
-        r, th, ph = ic
+        values, vectors = torch.linalg.eigh(torch.cov((aligned - mean).T))  # ascending
+        keep = self.n_cartesian_dims
+        r, th, ph = self._internal(x, self.z_matrix.cpu())
         ph_mean = torch.atan2(torch.sin(ph).mean(0), torch.cos(ph).mean(0))
-        ic_mean = torch.stack([r.mean(0), th.mean(0), ph_mean])
-        ic_std = torch.stack([r.std(0), th.std(0), wrap_angle(ph - ph_mean).std(0)]).clamp(min=MIN_STD)
-        return cls(
-            n_atoms,
-            cartesian,
-            z_matrix,
-            reference,
-            mean,
-            vectors[:, -keep:].flip(-1),
-            values[-keep:].flip(-1).clamp(min=MIN_STD**2),
-            ic_mean,
-            ic_std,
-        )
+        stats = {
+            "reference": reference,
+            "pca_mean": mean,
+            "pca_vectors": vectors[:, -keep:].flip(-1),
+            "pca_values": values[-keep:].flip(-1).clamp(min=MIN_STD**2),
+            "ic_mean": torch.stack([r.mean(0), th.mean(0), ph_mean]),
+            "ic_std": torch.stack([r.std(0), th.std(0), wrap_angle(ph - ph_mean).std(0)]).clamp(min=MIN_STD),
+        }
+        for name, value in stats.items():
+            getattr(self, name).copy_(value)
+        self.fitted.fill_(True)
+        return self
 
     @staticmethod
     def _internal(x: torch.Tensor, zm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

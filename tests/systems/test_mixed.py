@@ -98,3 +98,16 @@ def test_bad_inputs_raise(transform):
         transform(x)
     with pytest.raises(ValueError, match=r"z must have shape \(\*, 60\)"):
         transform.inverse(torch.randn(2, 66))
+
+
+def test_empty_then_fit_in_place_and_state_dict_round_trip(transform, md_positions):
+    empty = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX)
+    assert not bool(empty.fitted)
+    empty.load_state_dict(transform.state_dict())
+    assert bool(empty.fitted)
+    x = md_positions.reshape(len(md_positions), -1)[:5]
+    torch.testing.assert_close(empty(x)[0], transform(x)[0])
+    refit = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX).fit_(md_positions)
+    torch.testing.assert_close(refit(x)[0], transform(x)[0])
+    with pytest.raises(ValueError, match=r"positions must have shape \(F, 22, 3\) with F >= 15 frames"):
+        refit.fit_(md_positions[:4])

@@ -1,0 +1,197 @@
+r"""``BoltzmannGenerator``: a normalizing flow trained on MD data and on the OpenMM energy (paper Sect. 4.3, App. E, H).
+
+Generation: :math:`\mathbf{z} \sim \mathcal{N}(0, \mathbf{I}_{60})` → flow → mixed-coordinate inverse → positions
+:math:`\mathbf{x}` (nm). Write :math:`F_{zx}` for that map and :math:`F_{xz}` for its inverse, and
+:math:`R_{zx}, R_{xz}` for their log-Jacobian determinants (summed ``ladj``). The loss (App. E, eq. 6) is
+
+.. math::
+    J = w_l J_l + w_e J_e, \quad
+    J_l = \mathbb{E}_{\mathbf{x}\sim\text{data}}\big[\tfrac12\|F_{xz}(\mathbf{x})\|^2 - R_{xz}(\mathbf{x})\big], \quad
+    J_e = \mathbb{E}_{\mathbf{z}}\big[u_\text{reg}(F_{zx}(\mathbf{z})) - R_{zx}(\mathbf{z})\big],
+
+with :math:`u = E / k_B T` the reduced OpenMM energy, regularised (linear, then logarithmic, capped), and
+:math:`w_l + w_e = 1`; plus the P⁴ penalty of every P⁴ module when enabled. The paper's two-phase schedule
+(App. H) is expressed by ``energy_phase_start``: from that optimizer step on, the learning rate becomes
+``energy_lr`` and :math:`w_e / w_l` becomes ``energy_weight_ratio``; before it, :math:`w_e = 0` and no energy is
+evaluated. Only P⁴Inv layers get P⁴ updates (via :class:`~p4lightning.P4MergeCallback`); everything else
+trains directly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+
+from p4lightning._validation import check_features, check_positive_int
+from p4lightning.flows.blocks import realnvp_flow
+from p4lightning.flows.sequential import StandardNormal
+from p4lightning.p4.protocol import find_p4_modules
+from p4lightning.systems.alanine import CARTESIAN_ATOMS, N_ATOMS, Z_MATRIX, alanine_dipeptide
+from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
+from p4lightning.systems.mixed import MixedCoordinateTransform
+
+__all__ = ["BoltzmannGenerator"]
+
+
+class BoltzmannGenerator(pl.LightningModule):
+    r"""RealNVP Boltzmann generator for alanine dipeptide, with P⁴Inv or fixed swaps between couplings.
+
+    Args:
+        mixing: ``"p4inv"`` (P⁴Inv swaps) or ``"swap"`` (RealNVP baseline).
+        n_blocks: flow blocks (paper: 25).
+        hidden: hidden sizes of the RealNVP ``t``/``s`` networks (paper: ``[60, 60]``).
+        lr: Adam learning rate of the density-estimation phase (paper: 1e-3).
+        energy_phase_start: optimizer step at which the energy phase begins (``None``: never).
+        energy_lr: learning rate of the energy phase (paper: 1e-5).
+        energy_weight_ratio: :math:`w_e / w_l` in the energy phase (paper: 0.05).
+        energy_batch_size: prior samples per step for :math:`J_e`.
+        temperature: K of the target density (default: the data's, 600 K).
+        energy_high: :math:`u_\text{high}` (k_BT) of the energy regularisation.
+        energy_max: :math:`u_\text{max}` (k_BT) of the energy regularisation.
+        energy_workers: OpenMM worker processes per rank (default: usable cores).
+        energy_platform: OpenMM platform of the workers.
+        p4_penalty_weight: :math:`C_p` of every P⁴Inv layer (paper: 0 for the BG).
+        p4_float64_bookkeeping: keep P⁴Inv's A, A⁻¹, log|det| in float64.
+        n_eval_samples: generated samples per validation for the energy, ESS and torsion metrics.
+    """
+
+    def __init__(
+        self,
+        mixing: Literal["p4inv", "swap"] = "p4inv",
+        n_blocks: int = 25,
+        hidden: list[int] | None = None,
+        lr: float = 1e-3,
+        energy_phase_start: int | None = None,
+        energy_lr: float = 1e-5,
+        energy_weight_ratio: float = 0.05,
+        energy_batch_size: int = 256,
+        temperature: float = 600.0,
+        energy_high: float = 1e3,
+        energy_max: float = 1e9,
+        energy_workers: int | None = None,
+        energy_platform: str = "CPU",
+        p4_penalty_weight: float = 0.0,
+        p4_float64_bookkeeping: bool = False,
+        n_eval_samples: int = 512,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if not lr > 0 or not energy_lr > 0:
+            raise ValueError(f"lr and energy_lr must be > 0; got {lr}, {energy_lr}")
+        if energy_phase_start is not None:
+            check_positive_int(energy_phase_start, "energy_phase_start", minimum=0)
+        if not energy_weight_ratio >= 0:
+            raise ValueError(f"energy_weight_ratio must be >= 0; got {energy_weight_ratio}")
+        check_positive_int(energy_batch_size, "energy_batch_size")
+        check_positive_int(n_eval_samples, "n_eval_samples")
+        p4_kwargs: dict[str, Any] = {"penalty_weight": p4_penalty_weight, "check_inputs": False}
+        if p4_float64_bookkeeping:
+            p4_kwargs["bookkeeping_dtype"] = torch.float64
+        self.transform = MixedCoordinateTransform.empty(N_ATOMS, CARTESIAN_ATOMS, Z_MATRIX, torch.float32)
+        self.flow = realnvp_flow(self.transform.dim, n_blocks, hidden or [60, 60], mixing, p4_kwargs)
+        self.prior = StandardNormal(self.transform.dim)
+        self.energy: OpenMMEnergy | None = None  # built per process in setup()
+
+    # ---------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not bool(self.transform.fitted):
+            train = getattr(dm, "train", None)
+            if train is None:
+                raise ValueError(
+                    "BoltzmannGenerator needs training positions to fit its coordinate transform: pass an "
+                    "MDTrajectoryDataModule (or load a checkpoint of a fitted model)"
+                )
+            self.transform.fit_(train.reshape(len(train), N_ATOMS, 3))
+        if self.energy is None and (
+            stage in ("fit", "validate") or self.hparams.energy_phase_start is not None
+        ):
+            ala2 = alanine_dipeptide(self.hparams.temperature)
+            self.energy = OpenMMEnergy(
+                ala2.system,
+                self.hparams.temperature,
+                self.hparams.energy_workers,
+                self.hparams.energy_platform,
+            )
+
+    def teardown(self, stage: str) -> None:
+        if self.energy is not None:
+            self.energy.close()
+            self.energy = None
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # the energy op is a per-process resource, not model state
+        return {k: v for k, v in super().state_dict(*args, **kwargs).items() if not k.startswith("energy.")}
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        energy, self.energy = self.energy, None
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        finally:
+            self.energy = energy
+
+    # ---------------------------------------------------------------------------------------------
+    def log_density(self, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`\ln q(\mathbf{x})` of positions ``(B, 66)`` nm under the model (60-d conformation space)."""
+        y, ladj_t = self.transform(x)
+        z, ladj_f = self.flow.inverse(y)
+        return self.prior.log_prob(z) + ladj_f + ladj_t
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""``n`` positions ``(n, 66)`` nm and their :math:`\ln q(\mathbf{x})` ``(n,)``."""
+        z = self.prior.sample(n, generator)
+        y, ladj_f = self.flow(z)
+        x, ladj_t = self.transform.inverse(y)
+        return x, self.prior.log_prob(z) - ladj_f - ladj_t
+
+    def weights(self) -> tuple[float, float]:
+        """``(w_l, w_e)`` at the current optimizer step (they sum to 1)."""
+        start = self.hparams.energy_phase_start
+        if start is None or self.global_step < start:
+            return 1.0, 0.0
+        r = self.hparams.energy_weight_ratio
+        return 1.0 / (1.0 + r), r / (1.0 + r)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        start = self.hparams.energy_phase_start
+        if start is not None and self.global_step >= start:
+            for opt in self.trainer.optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = self.hparams.energy_lr
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (x,) = batch
+        check_features(x, 3 * N_ATOMS, "batch positions")
+        w_l, w_e = self.weights()
+        nll = -self.log_density(x).mean()
+        loss = w_l * nll
+        self.log("train/nll", nll, prog_bar=True)
+        if w_e > 0:
+            if self.energy is None:
+                raise RuntimeError("the energy phase needs the OpenMM energy; it is built in setup()")
+            xg, log_q = self.sample(self.hparams.energy_batch_size)
+            u = self.energy(xg.reshape(-1, N_ATOMS, 3)).to(xg.dtype)
+            u_reg, clamped = regularize_energy(u, self.hparams.energy_high, self.hparams.energy_max)
+            kl = (u_reg + log_q).mean()  # J_e = E[u - R_zx] = E[u + ln q] up to the prior's constant
+            loss = loss + w_e * kl
+            self.log("train/kl", kl, prog_bar=True)
+            self.log("train/energy_clamped_fraction", clamped.float().mean())
+        penalty = sum((m.penalty() for _, m in find_p4_modules(self.flow)), start=x.new_zeros(()))
+        if self.hparams.p4_penalty_weight > 0:
+            self.log("train/p4_penalty", penalty)
+        self.log("train/w_e", w_e)
+        return loss + penalty
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        (x,) = batch
+        nll = -self.log_density(x).mean()
+        self.log("val/nll", nll, prog_bar=True, sync_dist=True, batch_size=len(x))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    def extra_repr(self) -> str:
+        return f"mixing={self.hparams.mixing}, n_blocks={self.hparams.n_blocks}, constant={-0.5 * 60 * math.log(2 * math.pi):.3f}"

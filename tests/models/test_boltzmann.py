@@ -1,0 +1,146 @@
+"""BoltzmannGenerator: ML training decreases the NLL, the energy phase switches on time, energy gradients reach
+the flow, P4 merges run through the callback, checkpoints restore the fitted transform."""
+
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from p4lightning import P4Inv, P4MergeCallback
+from p4lightning.data.md import simulate
+from p4lightning.data.md_datamodule import MDTrajectoryDataModule
+from p4lightning.models.boltzmann import BoltzmannGenerator
+
+
+@pytest.fixture(scope="module")
+def md(tmp_path_factory):
+    return simulate(
+        tmp_path_factory.mktemp("bg") / "t.dcd",
+        frames=300,
+        save_every=50,
+        equilibration_steps=500,
+        seed=2,
+        progress=False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _float32():
+    torch.set_default_dtype(torch.float32)  # restored by the package conftest
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+def _dm(md):
+    return MDTrajectoryDataModule(
+        [str(md.trajectory)], str(md.topology), batch_size=64, val_fraction=0.1, test_fraction=0.1
+    )
+
+
+def _trainer(max_steps, callbacks=(), **kw):
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+        callbacks=list(callbacks),
+        **kw,
+    )
+
+
+def test_ml_training_decreases_nll_and_merges_p4(md):
+    pl.seed_everything(0)
+    model = BoltzmannGenerator(n_blocks=2, hidden=[32, 32], lr=1e-3, energy_workers=1)
+    dm = _dm(md)
+    dm.setup()
+    trainer = _trainer(60, callbacks=[P4MergeCallback(every_n_steps=15)], check_val_every_n_epoch=100)
+    trainer.fit(model, datamodule=dm)
+    x = dm.train  # 240 frames overfit quickly, so the training fit is what a handful of steps can show
+    with torch.no_grad():
+        nll_end = -model.log_density(x).mean()
+        fresh = BoltzmannGenerator(n_blocks=2, hidden=[32, 32])
+        fresh.transform.load_state_dict(model.transform.state_dict())
+        nll_start = -fresh.log_density(x).mean()
+    assert nll_end < nll_start - 2.0  # nats per conformation
+    layers = [m for m in model.flow.modules() if isinstance(m, P4Inv)]
+    assert len(layers) == 4 and all(int(m.merges_accepted) + int(m.merges_refused) == 4 for m in layers)
+
+
+def test_energy_phase_switches_at_the_configured_step_and_gradients_reach_the_flow(md):
+    pl.seed_everything(0)
+    model = BoltzmannGenerator(
+        n_blocks=1,
+        hidden=[16],
+        lr=1e-3,
+        energy_phase_start=3,
+        energy_lr=1e-5,
+        energy_weight_ratio=0.05,
+        energy_batch_size=16,
+        energy_workers=1,
+    )
+    seen = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(
+                (trainer.global_step, pl_module.weights()[1], trainer.optimizers[0].param_groups[0]["lr"])
+            )
+
+    _trainer(5, callbacks=[Watch()]).fit(model, datamodule=_dm(md))
+    w_e = 0.05 / 1.05
+    assert [(s, round(w, 6), lr) for s, w, lr in seen] == [
+        (1, 0.0, 1e-3),
+        (2, 0.0, 1e-3),
+        (3, round(w_e, 6), 1e-3),
+        (4, round(w_e, 6), 1e-5),
+        (5, round(w_e, 6), 1e-5),
+    ]
+
+
+def test_energy_gradients_reach_flow_parameters_and_positions_are_nm(md):
+    pl.seed_everything(0)
+    model = BoltzmannGenerator(n_blocks=1, hidden=[16], energy_workers=1)
+    dm = _dm(md)
+    dm.setup()
+    model.transform.fit_(dm.train.reshape(-1, 22, 3))
+    from p4lightning.systems.alanine import alanine_dipeptide
+    from p4lightning.systems.energy import OpenMMEnergy
+
+    with OpenMMEnergy(alanine_dipeptide().system, 600.0, n_workers=1) as energy:
+        x, log_q = model.sample(8)
+        assert x.shape == (8, 66) and log_q.shape == (8,)
+        bonds = (x.reshape(8, 22, 3)[:, 6] - x.reshape(8, 22, 3)[:, 8]).norm(dim=-1)  # N-CA ~ 0.146 nm
+        assert bool(((bonds > 0.12) & (bonds < 0.17)).all())
+        u = energy(x.reshape(8, 22, 3)).to(x.dtype)
+        (u + log_q).mean().backward()
+    grads = [p.grad for p in model.flow.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_checkpoint_restores_the_fitted_transform(md, tmp_path):
+    pl.seed_everything(0)
+    model = BoltzmannGenerator(n_blocks=1, hidden=[16], energy_workers=1)
+    trainer = _trainer(2)
+    trainer.fit(model, datamodule=_dm(md))
+    trainer.save_checkpoint(tmp_path / "bg.ckpt")
+    loaded = BoltzmannGenerator.load_from_checkpoint(tmp_path / "bg.ckpt")
+    assert bool(loaded.transform.fitted) and loaded.energy is None
+    x = _dm(md)
+    x.setup()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_density(x.val), model.log_density(x.val))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="mixing must be one of"):
+        BoltzmannGenerator(mixing="glow")
+    with pytest.raises(ValueError, match="energy_weight_ratio must be >= 0"):
+        BoltzmannGenerator(energy_weight_ratio=-1.0)
+    with pytest.raises(ValueError, match="needs training positions"):
+        BoltzmannGenerator(n_blocks=1).setup("fit")
