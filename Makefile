@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo linear test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	$(VENV)/bin/p4lightning fit --config configs/bg/demo.yaml
+	@echo "figures and summary.json: docs/bg_demo/   checkpoint: runs/bg_demo/checkpoints/last.ckpt"
+
+linear: setup
 	$(PY) -m p4lightning.experiments.linear_lightning configs/linear/*.yaml --out docs/linear_experiments
 
 lint: setup
@@ -27,8 +31,9 @@ test: lint
 	$(PY) -m pytest p4lightning tests
 
 bench: setup
-	$(PY) benchmarks/p4inv_step.py --out docs/benchmarks/p4inv_step
+	$(PY) benchmarks/p4inv_step.py --budget 8 --out docs/benchmarks/p4inv_step
 	$(PY) benchmarks/drift.py --out docs/benchmarks/drift.json
+	$(PY) benchmarks/energy_throughput.py --out docs/benchmarks/energy_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

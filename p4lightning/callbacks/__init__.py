@@ -1,5 +1,7 @@
-"""Lightning callbacks: ``P4MergeCallback`` decides *when* to merge; ``p4lightning.p4`` does *what*."""
+"""Lightning callbacks: ``P4MergeCallback`` decides *when* to merge (``p4lightning.p4`` does *what*);
+``BoltzmannFigures`` writes a Boltzmann-generator run's figures and summary."""
 
+from p4lightning.callbacks.bg_figures import BoltzmannFigures
 from p4lightning.callbacks.merge import P4MergeCallback
 
-__all__ = ["P4MergeCallback"]
+__all__ = ["BoltzmannFigures", "P4MergeCallback"]

@@ -28,10 +28,12 @@ import torch
 from p4lightning._validation import check_features, check_positive_int
 from p4lightning.flows.blocks import realnvp_flow
 from p4lightning.flows.sequential import StandardNormal
+from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, TorsionKL
 from p4lightning.p4.protocol import find_p4_modules
 from p4lightning.systems.alanine import CARTESIAN_ATOMS, N_ATOMS, Z_MATRIX, alanine_dipeptide
 from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
 from p4lightning.systems.mixed import MixedCoordinateTransform
+from p4lightning.systems.observables import phi_psi
 
 __all__ = ["BoltzmannGenerator"]
 
@@ -94,6 +96,11 @@ class BoltzmannGenerator(pl.LightningModule):
         self.flow = realnvp_flow(self.transform.dim, n_blocks, hidden or [60, 60], mixing, p4_kwargs)
         self.prior = StandardNormal(self.transform.dim)
         self.energy: OpenMMEnergy | None = None  # built per process in setup()
+        # max reduced energy of the training data: the paper's low-energy threshold (set in setup)
+        self.register_buffer("data_energy_max", torch.tensor(float("nan")))
+        self.val_energy = EnergyStatistics()
+        self.val_ess = EffectiveSampleSize()
+        self.val_torsion_kl = TorsionKL()
 
     # ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -116,6 +123,15 @@ class BoltzmannGenerator(pl.LightningModule):
                 self.hparams.energy_workers,
                 self.hparams.energy_platform,
             )
+        train = getattr(dm, "train", None)
+        if self.energy is not None and bool(torch.isnan(self.data_energy_max)) and train is not None:
+            u = self.energy(train.reshape(-1, N_ATOMS, 3).double())
+            finite = u[torch.isfinite(u)]
+            if len(finite) == 0:
+                raise ValueError(
+                    "no training frame has a finite OpenMM energy: check the trajectory and topology"
+                )
+            self.data_energy_max.fill_(float(finite.max()))
 
     def teardown(self, stage: str) -> None:
         if self.energy is not None:
@@ -189,6 +205,45 @@ class BoltzmannGenerator(pl.LightningModule):
         (x,) = batch
         nll = -self.log_density(x).mean()
         self.log("val/nll", nll, prog_bar=True, sync_dist=True, batch_size=len(x))
+        self.val_torsion_kl.update(*phi_psi(x), reference=True)
+
+    @torch.no_grad()
+    def evaluate_samples(self, n: int, chunk: int = 1024) -> dict[str, torch.Tensor]:
+        """Draw ``n`` samples; return positions ``(n, 66)`` nm, reduced energies ``u`` ``(n,)``, ``log_q`` and
+        log importance weights ``log_w = -u - log_q`` (needs the energy op, i.e. after setup)."""
+        if self.energy is None:
+            raise RuntimeError(
+                "evaluate_samples needs the OpenMM energy; call setup() or attach a trainer first"
+            )
+        xs, us, lqs = [], [], []
+        for start in range(0, n, chunk):
+            x, log_q = self.sample(min(chunk, n - start))
+            xs.append(x)
+            lqs.append(log_q)
+            us.append(self.energy(x.reshape(-1, N_ATOMS, 3)).to(log_q.dtype))
+        x, u, log_q = torch.cat(xs), torch.cat(us), torch.cat(lqs)
+        return {"x": x, "u": u, "log_q": log_q, "log_w": -u - log_q}
+
+    def on_validation_epoch_end(self) -> None:
+        if self.energy is None:
+            return
+        out = self.evaluate_samples(self.hparams.n_eval_samples)
+        self.val_energy.threshold = float(self.data_energy_max)
+        self.val_energy.update(out["u"])
+        self.val_ess.update(out["log_w"])
+        self.val_torsion_kl.update(*phi_psi(out["x"]), reference=False)
+        stats = self.val_energy.compute()
+        self.log_dict(
+            {
+                "val/energy_mean": stats["mean"].float(),
+                "val/energy_median": stats["median"].float(),
+                "val/low_energy_fraction": stats["low_energy_fraction"].float(),
+                "val/ess": self.val_ess.compute().float(),
+                "val/torsion_kl": self.val_torsion_kl.compute().float(),
+            }
+        )
+        for metric in (self.val_energy, self.val_ess, self.val_torsion_kl):
+            metric.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

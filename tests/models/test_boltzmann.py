@@ -92,6 +92,7 @@ def test_energy_phase_switches_at_the_configured_step_and_gradients_reach_the_fl
             )
 
     _trainer(5, callbacks=[Watch()]).fit(model, datamodule=_dm(md))
+    assert torch.isfinite(model.data_energy_max)  # the low-energy threshold: max energy of the training data
     w_e = 0.05 / 1.05
     assert [(s, round(w, 6), lr) for s, w, lr in seen] == [
         (1, 0.0, 1e-3),
