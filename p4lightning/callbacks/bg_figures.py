@@ -122,7 +122,8 @@ class BoltzmannFigures(pl.Callback):
         curves = plot_training_curves(self.history, self.out_dir / "training_curves.png")
         from p4lightning.metrics.sampling import EffectiveSampleSize, TorsionKL
 
-        ess, kl = EffectiveSampleSize(), TorsionKL()
+        # rank-zero-only code: these metrics must not try to synchronise with the other ranks (deadlock)
+        ess, kl = EffectiveSampleSize(sync_on_compute=False), TorsionKL(sync_on_compute=False)
         ess.update(out["log_w"].cpu())
         kl.update(phi_d, psi_d, reference=True)
         kl.update(phi_s, psi_s, reference=False)

@@ -14,11 +14,33 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from p4lightning._validation import check_positive_int
 
-__all__ = ["MDTrajectoryDataModule", "load_positions"]
+__all__ = ["EpochSeededSampler", "MDTrajectoryDataModule", "load_positions"]
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A random permutation of ``range(n)`` drawn from ``seed + epoch``.
+
+    Lightning calls :meth:`set_epoch` at the start of every epoch, so the order depends only on the epoch, not on
+    how many epochs ran in this process: a run resumed from a checkpoint sees the same batches as one that never
+    stopped. (Under DDP Lightning substitutes a ``DistributedSampler``, which is epoch-seeded the same way.)
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):  # noqa: ANN204 - Iterator[int]
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def load_positions(
@@ -146,13 +168,9 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
     def _loader(self, data: torch.Tensor | None, shuffle: bool) -> DataLoader:
         if data is None:
             raise RuntimeError("MDTrajectoryDataModule.setup() must run before requesting a dataloader")
-        g = torch.Generator().manual_seed(self.seed)
+        sampler = EpochSeededSampler(len(data), self.seed) if shuffle else None
         return DataLoader(
-            TensorDataset(data),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=g,
-            num_workers=self.num_workers,
+            TensorDataset(data), batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers
         )
 
     def train_dataloader(self) -> DataLoader:

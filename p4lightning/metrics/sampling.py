@@ -8,11 +8,14 @@ r"""Sample-quality metrics of a Boltzmann generator, as torchmetrics (states are
   :math:`\mathrm{ESS} = (\sum w)^2 / (N \sum w^2) \in [1/N, 1]`.
 * :class:`TorsionKL`: :math:`\mathrm{KL}(p_\text{data} \| p_\text{samples})` between 2D histograms of
   :math:`(\varphi, \psi)` on :math:`[-\pi, \pi)^2`, with a small pseudo-count so empty sample bins stay finite.
+
+Extra keyword arguments go to ``torchmetrics.Metric`` (e.g. ``sync_on_compute=False`` for rank-local use).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -26,8 +29,8 @@ class EnergyStatistics(Metric):
 
     full_state_update = False
 
-    def __init__(self, threshold: float = math.inf) -> None:
-        super().__init__()
+    def __init__(self, threshold: float = math.inf, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.threshold = float(threshold)
         self.add_state("energies", default=[], dist_reduce_fx="cat")
 
@@ -51,8 +54,8 @@ class EffectiveSampleSize(Metric):
 
     full_state_update = False
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.add_state("log_weights", default=[], dist_reduce_fx="cat")
 
     def update(self, log_w: torch.Tensor) -> None:  # type: ignore[override]
@@ -71,8 +74,8 @@ class TorsionKL(Metric):
 
     full_state_update = False
 
-    def __init__(self, bins: int = 36, pseudo_count: float = 1e-6) -> None:
-        super().__init__()
+    def __init__(self, bins: int = 36, pseudo_count: float = 1e-6, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.bins = bins
         self.pseudo_count = pseudo_count
         self.add_state(
