@@ -29,9 +29,18 @@ __all__ = ["main", "sample_main"]
 def _quiet() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*enablePackrat.*")
-    os.environ.setdefault(
-        "OMP_WAIT_POLICY", "PASSIVE"
-    )  # idle torch threads must not spin against OpenMM workers
+
+
+def _ensure_passive_openmp() -> None:
+    """Re-execute this process with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller chose a policy.
+
+    Idle torch (OpenMP) threads must not spin while the OpenMM workers compute on the same cores. OpenMP reads
+    the variable when torch loads, which has already happened by the time this module runs, so setting it
+    here needs a fresh process (see ``docs/benchmarks/bg_step.md`` for the measured effect).
+    """
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, "-m", "p4lightning.cli", *sys.argv[1:]])
 
 
 def sample_main(argv: list[str]) -> dict[str, object]:
@@ -120,18 +129,20 @@ def sample_main(argv: list[str]) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``p4lightning`` console script."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Entry point of the ``p4lightning`` console script (``argv=None``) or of an in-process call (tests)."""
+    if argv is None:  # the console script: make OpenMP passive first; explicit calls are left as they are
+        _ensure_passive_openmp()
+    args = sys.argv[1:] if argv is None else argv
     _quiet()
-    if argv and argv[0] == "sample":
-        sample_main(argv[1:])
+    if args and args[0] == "sample":
+        sample_main(args[1:])
         return
     LightningCLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=argv,
+        args=argv,  # None: LightningCLI reads sys.argv itself
         save_config_kwargs={"overwrite": True},
     )
 

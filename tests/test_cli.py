@@ -89,3 +89,16 @@ def test_main_job_config_runs_at_tiny_size_and_sample_reads_its_checkpoint(tmp_p
     assert traj.n_frames == 40 and traj.n_atoms == 22
     arrays = __import__("numpy").load(out / "samples.npz")
     assert arrays["energies_kT"].shape == arrays["log_weights"].shape == (40,)
+
+
+def test_console_script_reexecs_with_passive_openmp():
+    """Without OMP_WAIT_POLICY the console script re-executes itself with PASSIVE (it must still work)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("p4lightning") or str(Path(sys.executable).with_name("p4lightning"))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([exe, "sample", "--help"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--ckpt" in out.stdout

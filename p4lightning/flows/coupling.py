@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from p4lightning._validation import check_features, check_positive_int
+from p4lightning._validation import check_choice, check_features, check_positive_int
 from p4lightning.bijection import Bijection
 
 __all__ = ["RealNVPCoupling", "dense_net"]
@@ -44,19 +44,31 @@ class RealNVPCoupling(Bijection):
         dim: total size :math:`d`.
         split: size :math:`d_1` of the conditioning channel (default :math:`\lfloor d/2 \rfloor`).
         hidden: hidden layer sizes of both networks (App. H: ``(60, 60)``).
+        shift_activation: activation of the :math:`\mathbf{t}` network, ``"relu"`` (App. H) or ``"tanh"`` (App. G).
+        scale_activation: activation of the :math:`\mathbf{s}` network (``"tanh"`` in the paper).
 
     The last layers are zero-initialised, so a fresh coupling is the identity.
     """
 
-    def __init__(self, dim: int, split: int | None = None, hidden: Sequence[int] = (60, 60)) -> None:
+    def __init__(
+        self,
+        dim: int,
+        split: int | None = None,
+        hidden: Sequence[int] = (60, 60),
+        shift_activation: str = "relu",
+        scale_activation: str = "tanh",
+    ) -> None:
         super().__init__()
         self.dim = check_positive_int(dim, "dim", minimum=2)
         self.split = check_positive_int(split if split is not None else dim // 2, "split")
         if self.split >= dim:
             raise ValueError(f"split must be < dim = {dim}; got {self.split}")
         d1, d2 = self.split, dim - self.split
-        self.shift = dense_net(d1, d2, hidden, nn.ReLU)
-        self.log_scale = dense_net(d1, d2, hidden, nn.Tanh)
+        acts = {"relu": nn.ReLU, "tanh": nn.Tanh}
+        check_choice(shift_activation, acts, "shift_activation")
+        check_choice(scale_activation, acts, "scale_activation")
+        self.shift = dense_net(d1, d2, hidden, acts[shift_activation])
+        self.log_scale = dense_net(d1, d2, hidden, acts[scale_activation])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_features(x, self.dim, "x")

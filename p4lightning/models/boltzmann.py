@@ -98,6 +98,9 @@ class BoltzmannGenerator(pl.LightningModule):
         self.energy: OpenMMEnergy | None = None  # built per process in setup()
         # max reduced energy of the training data: the paper's low-energy threshold (set in setup)
         self.register_buffer("data_energy_max", torch.tensor(float("nan")))
+        # cumulative count of generated training samples whose energy was regularised (above energy_high or
+        # not finite): a counter, so it is in the checkpoint
+        self.register_buffer("num_energy_clamped", torch.zeros((), dtype=torch.long))
         self.val_energy = EnergyStatistics()
         self.val_ess = EffectiveSampleSize()
         self.val_torsion_kl = TorsionKL()
@@ -194,7 +197,9 @@ class BoltzmannGenerator(pl.LightningModule):
             kl = (u_reg + log_q).mean()  # J_e = E[u - R_zx] = E[u + ln q] up to the prior's constant
             loss = loss + w_e * kl
             self.log("train/kl", kl, prog_bar=True)
+            self.num_energy_clamped += int(clamped.sum())
             self.log("train/energy_clamped_fraction", clamped.float().mean())
+            self.log("train/energy_clamped_total", self.num_energy_clamped.float())
         penalty = sum((m.penalty() for _, m in find_p4_modules(self.flow)), start=x.new_zeros(()))
         if self.hparams.p4_penalty_weight > 0:
             self.log("train/p4_penalty", penalty)
