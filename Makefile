@@ -4,7 +4,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
-export OMP_WAIT_POLICY ?= PASSIVE
+# one torch (OpenMP) thread: as fast as two for our small ops, and no spinning against the OpenMM workers
+# (docs/benchmarks/bg_step.md; OMP_WAIT_POLICY=PASSIVE measured 2x slower)
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup demo linear test lint bench clean
 

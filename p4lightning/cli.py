@@ -31,15 +31,16 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", ".*enablePackrat.*")
 
 
-def _ensure_passive_openmp() -> None:
-    """Re-execute this process with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller chose a policy.
+def _ensure_single_openmp_thread() -> None:
+    """Re-execute this process with ``OMP_NUM_THREADS=1`` unless the caller chose a thread count.
 
-    Idle torch (OpenMP) threads must not spin while the OpenMM workers compute on the same cores. OpenMP reads
-    the variable when torch loads, which has already happened by the time this module runs, so setting it
-    here needs a fresh process (see ``docs/benchmarks/bg_step.md`` for the measured effect).
+    torch's OpenMP threads and the OpenMM workers share the cores. Measured (``docs/benchmarks/bg_step.md``): one
+    torch thread is as fast as the default two for the Boltzmann generator's small operations and cannot spin
+    against busy workers, while ``OMP_WAIT_POLICY=PASSIVE`` made every step 2× slower (thread wake-ups). OpenMP
+    reads the variable when torch loads, which has already happened here, so this needs a fresh process.
     """
-    if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
         os.execv(sys.executable, [sys.executable, "-m", "p4lightning.cli", *sys.argv[1:]])
 
 
@@ -130,8 +131,8 @@ def sample_main(argv: list[str]) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``p4lightning`` console script (``argv=None``) or of an in-process call (tests)."""
-    if argv is None:  # the console script: make OpenMP passive first; explicit calls are left as they are
-        _ensure_passive_openmp()
+    if argv is None:  # the console script: one OpenMP thread first; explicit calls are left as they are
+        _ensure_single_openmp_thread()
     args = sys.argv[1:] if argv is None else argv
     _quiet()
     if args and args[0] == "sample":
