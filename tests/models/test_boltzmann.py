@@ -196,3 +196,23 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(md, tmp_path):
     assert steps == resumed_steps == 12
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_p4_penalty_enters_the_loss_only_when_enabled(md):
+    dm = _dm(md)
+    dm.setup()
+    x = dm.train[:32]
+    losses = {}
+    for weight in (0.0, 10.0):
+        torch.manual_seed(0)
+        model = BoltzmannGenerator(n_blocks=1, hidden=[16], p4_penalty_weight=weight)
+        model.transform.fit_(dm.train.reshape(-1, 22, 3))
+        for (
+            m
+        ) in model._p4_modules:  # u = -0.95 A v / |v|^2: G = 1 + v^T A^-1 u = 0.05, ln|G| = -3 < C_min = -2
+            with torch.no_grad():
+                m.u.copy_(-0.95 * (m.matrix @ m.v) / (m.v @ m.v))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            losses[weight] = float(model.training_step((x,), 0))
+    assert losses[10.0] > losses[0.0] + 1.0
