@@ -28,6 +28,7 @@ from torch import nn
 
 from p4lightning._validation import check_positive_int
 from p4lightning.systems.alanine import kt
+from p4lightning.systems.observables import as_positions
 from p4lightning.systems.workers import EnergyWorkerPool
 
 __all__ = ["OpenMMEnergy", "regularize_energy"]
@@ -86,16 +87,7 @@ class OpenMMEnergy(nn.Module):
         self.pool = EnergyWorkerPool(system, n_workers=n_workers, platform=platform, pin=pin)
 
     def _validate(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.n_atoms
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(
-                f"positions must be a floating-point tensor of shape (B, {n}, 3) or (B, {3 * n}) in nm"
-            )
-        if not ((x.dim() == 3 and x.shape[1:] == (n, 3)) or (x.dim() == 2 and x.shape[1] == 3 * n)):
-            raise ValueError(
-                f"positions must have shape (B, {n}, 3) or (B, {3 * n}) in nm (the system has {n} atoms); "
-                f"got shape {tuple(x.shape)}"
-            )
+        as_positions(x, self.n_atoms)  # raises naming the expected shapes and the atom count
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,8 @@ def as_positions(x: torch.Tensor, n_atoms: int = N_ATOMS, name: str = "positions
     if x.dim() == 2 and x.shape[1] == 3 * n_atoms:
         return x.reshape(x.shape[0], n_atoms, 3)
     raise ValueError(
-        f"{name} must have shape (B, {n_atoms}, 3) or (B, {3 * n_atoms}) in nm; got {tuple(x.shape)}"
+        f"{name} must have shape (B, {n_atoms}, 3) or (B, {3 * n_atoms}) in nm (the system has {n_atoms} atoms); "
+        f"got shape {tuple(x.shape)}"
     )
 
 
