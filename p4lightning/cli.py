@@ -95,10 +95,15 @@ def sample_main(argv: list[str]) -> dict[str, object]:
     ala2.write_pdb(args.out / "topology.pdb")
     with atomic_path(args.out / "samples.npz") as tmp:
         np.savez(tmp, energies_kT=u.numpy(), log_q=log_q.numpy(), log_weights=(-u - log_q).numpy())
+    from p4lightning.metrics.sampling import EnergyStatistics
+
+    stats = EnergyStatistics(float(model.data_energy_max), sync_on_compute=False)
+    stats.update(u)
+    energy = stats.compute()
     summary: dict[str, object] = {
         "n": args.n,
-        "energy_mean_kT": float(u[torch.isfinite(u)].mean()),
-        "low_energy_fraction": float((u < float(model.data_energy_max)).double().mean()),
+        "energy_mean_kT": float(energy["mean"]),
+        "low_energy_fraction": float(energy["low_energy_fraction"]),
         "low_energy_threshold_kT": float(model.data_energy_max),
     }
     if args.trajectory:

@@ -120,20 +120,22 @@ class BoltzmannFigures(pl.Callback):
             self.out_dir / "ramachandran.png",
         )
         curves = plot_training_curves(self.history, self.out_dir / "training_curves.png")
-        from p4lightning.metrics.sampling import EffectiveSampleSize, TorsionKL
+        from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, TorsionKL
 
         # rank-zero-only code: these metrics must not try to synchronise with the other ranks (deadlock)
         ess, kl = EffectiveSampleSize(sync_on_compute=False), TorsionKL(sync_on_compute=False)
+        stats = EnergyStatistics(threshold, sync_on_compute=False)
+        stats.update(out["u"].cpu())
+        energy = stats.compute()
         ess.update(out["log_w"].cpu())
         kl.update(phi_d, psi_d, reference=True)
         kl.update(phi_s, psi_s, reference=False)
-        finite = out["u"][torch.isfinite(out["u"])].double()
         summary = {
             "n_samples": self.n_samples,
             "low_energy_threshold": threshold,
-            "energy_mean_samples": float(finite.mean()) if len(finite) else float("nan"),
+            "energy_mean_samples": float(energy["mean"]),
             "energy_median_samples": float(out["u"].double().nanmedian()),
-            "low_energy_fraction_samples": float((out["u"] < threshold).double().mean()),
+            "low_energy_fraction_samples": float(energy["low_energy_fraction"]),
             "energy_mean_data": float(u_data.mean()),
             "energy_mean_data_noise": float(u_noisy.mean()),
             "low_energy_fraction_data_noise": float((u_noisy < threshold).mean()),

@@ -31,19 +31,26 @@ from typing import Literal
 import torch
 from torch import nn
 
-from p4lightning._validation import check_choice, check_features, check_finite, check_positive_int
+from p4lightning._validation import check_choice, check_finite, check_positive_int
 from p4lightning.bijection import Bijection
 from p4lightning.p4.bounds import LogBounds
 from p4lightning.p4.inversion import hyperpower_step
 from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module
 
-__all__ = ["P4Inv", "initial_matrix"]
+__all__ = ["P4Inv", "initial_matrix", "inverse_residual"]
 
 InitSpec = Literal["identity", "reverse"] | torch.Tensor
 Parametrization = Literal["matrix", "inverse"]
 
 #: Largest accepted condition number of an explicit ``init`` matrix (checked in float64).
 MAX_INIT_CONDITION = 1e12
+
+
+def inverse_residual(matrix: torch.Tensor, inverse: torch.Tensor, probes: torch.Tensor) -> torch.Tensor:
+    r""":math:`\max_k \|\mathbf{P}(\mathbf{Q}\mathbf{r}_k) - \mathbf{r}_k\| / \|\mathbf{r}_k\|` for probes
+    ``(k, n)``: an :math:`O(kn^2)` lower bound of :math:`\|\mathbf{P}\mathbf{Q} - \mathbf{I}\|_2` (0-d)."""
+    err = (probes @ inverse.T) @ matrix.T - probes
+    return (err.norm(dim=-1) / probes.norm(dim=-1)).max()
 
 
 def initial_matrix(dim: int, init: InitSpec, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -229,11 +236,6 @@ class P4Inv(P4Module, Bijection):
     # ------------------------------------------------------------------------------------------------
     # Bijection interface
     # ------------------------------------------------------------------------------------------------
-    def _check(self, x: torch.Tensor, name: str) -> None:
-        if self.check_inputs:
-            check_features(x, self.dim, name)
-            check_finite(x, name)
-
     def _apply_perturbed(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         r""":math:`\tilde{\mathbf{P}}\mathbf{x} + \mathbf{c} = \mathbf{P}\mathbf{x} + \mathbf{u}(\mathbf{v}^\top\mathbf{x}) + \mathbf{c}`, shape ``(*, n)``.
 
@@ -366,8 +368,7 @@ class P4Inv(P4Module, Bijection):
         if not (bool(torch.isfinite(new_q).all()) and bool(torch.isfinite(new_p).all())):
             return self._refuse_non_finite("the merged matrix or inverse would not be finite", generator)
         if math.isfinite(self.max_inverse_error):
-            probes = torch.stack((self._probe, v))
-            error = float(((probes @ new_q.T) @ new_p.T - probes).norm(dim=-1).div(probes.norm(dim=-1)).max())
+            error = float(inverse_residual(new_p, new_q, torch.stack((self._probe, v))))
             if not error <= self.max_inverse_error:
                 self.merges_refused += 1
                 reason = f"merged inverse would fail the accuracy probe: error {error:.3g} > {self.max_inverse_error:g}"
@@ -436,8 +437,7 @@ class P4Inv(P4Module, Bijection):
             generator = torch.Generator().manual_seed(0)
         r = torch.randn(num_probes, self.dim, generator=generator, dtype=torch.float64)
         r = r.to(dtype=self.matrix.dtype, device=self.matrix.device)
-        err = (r @ self.inverse_matrix.T) @ self.matrix.T - r
-        return (err.norm(dim=-1) / r.norm(dim=-1)).max()
+        return inverse_residual(self.matrix, self.inverse_matrix, r)
 
     def extra_repr(self) -> str:
         return (

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from p4lightning._validation import check_features, check_finite, check_positive_int
+from p4lightning._validation import check_positive_int
 from p4lightning.bijection import Bijection
 from p4lightning.p4.inv import initial_matrix
 from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module
@@ -102,11 +102,6 @@ class P4Orth(P4Module, Bijection):
         self.w2 = nn.Parameter(torch.empty(self.dim, **kw))
         self.bias = nn.Parameter(torch.zeros(self.dim, **kw)) if bias else None
         self.reset_perturbation()
-
-    def _check(self, x: torch.Tensor, name: str) -> None:
-        if self.check_inputs:
-            check_features(x, self.dim, name)
-            check_finite(x, name)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``y = H₁ H₂ A x + b`` for ``x`` of shape ``(*, n)``; ``ladj`` is 0 with shape ``(*)``."""

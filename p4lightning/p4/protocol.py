@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from p4lightning._validation import check_features, check_finite
+
 __all__ = [
     "MergeOutcome",
     "MergeRefusedError",
@@ -111,6 +113,14 @@ class P4Module(nn.Module, ABC):
 
     _bookkeeping_buffers: tuple[str, ...] = ()
     bookkeeping_dtype: torch.dtype | None = None
+    dim: int
+    check_inputs: bool = True
+
+    def _check(self, x: torch.Tensor, name: str) -> None:
+        """Validate an input of shape ``(*, dim)`` and its finiteness when ``check_inputs`` is set."""
+        if self.check_inputs:
+            check_features(x, self.dim, name)
+            check_finite(x, name)
 
     @abstractmethod
     def merge(self, force: bool = False, generator: torch.Generator | None = None) -> MergeOutcome:
