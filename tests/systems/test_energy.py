@@ -8,7 +8,7 @@ from openmm import unit
 
 from p4lightning.systems.alanine import kt
 from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
-from p4lightning.systems.workers import EnergyWorkerPool, WorkerDiedError
+from p4lightning.systems.workers import EnergyWorkerPool, WorkerDiedError, evaluate_serially
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,26 @@ def test_parallel_equals_serial(ala2, energy, md_positions):
     e2, f2, _ = energy.pool.evaluate(md_positions[:9].numpy())
     np.testing.assert_array_equal(e1, e2)
     np.testing.assert_array_equal(f1, f2)
+
+
+def test_lean_openmm_calls_equal_the_public_api(ala2, md_positions):
+    """The compiled entry points the workers call give the public wrappers' numbers bit for bit."""
+    context = openmm.Context(
+        ala2.system,
+        openmm.VerletIntegrator(0.001),
+        openmm.Platform.getPlatformByName("CPU"),
+        {"Threads": "1"},
+    )
+    xyz = md_positions[:6].numpy().copy()
+    xyz[2, 3] = np.nan  # a failure in the middle must not shift or reuse neighbours' results
+    xyz[4] *= 0.05  # atoms squeezed together: huge, but finite, energy
+    e_lean, f_lean, n_lean = evaluate_serially(context, xyz, lean=True)
+    e_pub, f_pub, n_pub = evaluate_serially(context, xyz, lean=False)
+    np.testing.assert_array_equal(e_lean, e_pub)
+    np.testing.assert_array_equal(f_lean, f_pub)
+    assert n_lean == n_pub == 1 and np.isnan(e_lean[2]) and not f_lean[2].any()
+    state = (context.setPositions(xyz[5]), context.getState(getEnergy=True, getForces=True))[1]
+    assert e_lean[5] == state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
 
 
 def test_flat_and_float32_inputs(energy, md_positions):
