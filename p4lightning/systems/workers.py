@@ -114,7 +114,7 @@ def evaluate_serially(
                 state = get_state(context, mask, False, -1)
                 e = get_energy(state)
                 get_vector(state, forces_kind, forces[i])
-        except (openmm.OpenMMException, ValueError, TypeError):
+        except (openmm.OpenMMException, ValueError):
             failed += 1
             forces[i] = 0.0
             continue
