@@ -36,7 +36,7 @@ from p4lightning.bijection import Bijection
 from p4lightning.p4.bounds import LogBounds
 from p4lightning.p4.inversion import hyperpower_step
 from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module
-from p4lightning.p4.rank_one import rank_one_affine
+from p4lightning.p4.rank_one import rank_one_affine, rank_one_factor
 
 __all__ = ["P4Inv", "initial_matrix", "inverse_residual"]
 
@@ -218,21 +218,15 @@ class P4Inv(P4Module, Bijection):
     def _det_orientation(self) -> float:
         return 1.0 if self.parametrization == "matrix" else -1.0
 
-    def _rank_one_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        r""":math:`(\mathbf{u}, \mathbf{v}, \mathbf{Q}\mathbf{u})` in bookkeeping precision and
-        :math:`\ln|G|` with :math:`G = 1 + \mathbf{v}^\top\mathbf{Q}\mathbf{u}` (differentiable, O(n²))."""
-        q = self._tracked_inverse
-        u, v = self.u.to(q.dtype), self.v.to(q.dtype)
-        qu = q @ u
-        return u, v, qu
-
-    def _log_abs_g(self, v: torch.Tensor, qu: torch.Tensor) -> torch.Tensor:
-        return torch.log(torch.abs(1.0 + v @ qu))
+    def _rank_one_factor(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`(\mathbf{Q}\mathbf{u}, G)` with :math:`G = 1 + \mathbf{v}^\top\mathbf{Q}\mathbf{u}`, in
+        bookkeeping precision (differentiable, O(n²); the same helper the fused forward node uses)."""
+        return rank_one_factor(self._tracked_inverse, self.u, self.v)
 
     def log_abs_det_perturbed(self) -> torch.Tensor:
         r""":math:`\ln|\det\tilde{\mathbf{A}}|` of the perturbed matrix, a differentiable scalar (O(n²))."""
-        _, v, qu = self._rank_one_terms()
-        return self.log_abs_det + self._det_orientation * self._log_abs_g(v, qu)
+        _, g = self._rank_one_factor()
+        return self.log_abs_det + self._det_orientation * torch.log(torch.abs(g))
 
     # ------------------------------------------------------------------------------------------------
     # Bijection interface
@@ -260,8 +254,8 @@ class P4Inv(P4Module, Bijection):
         r""":math:`\tilde{\mathbf{P}}^{-1}(\mathbf{y} - \mathbf{c}) = \mathbf{z} - \mathbf{Q}\mathbf{u}\,(\mathbf{v}^\top\mathbf{z})/G`
         with :math:`\mathbf{z} = \mathbf{Q}(\mathbf{y} - \mathbf{c})` (Sherman–Morrison; O(n²) + the batch product),
         and :math:`\ln|G|` (computed once here, shared with the log-determinant)."""
-        _, v, qu = self._rank_one_terms()
-        g = 1.0 + v @ qu
+        qu, g = self._rank_one_factor()
+        v = self.v
         flat = y.reshape(-1, self.dim)
         if bias is not None:
             flat = flat - bias
@@ -326,8 +320,8 @@ class P4Inv(P4Module, Bijection):
         r"""The penalty :math:`g(\mathbf{u},\mathbf{v})` of App. A, a differentiable scalar (zero if :math:`C_p = 0`)."""
         if self.penalty_weight == 0.0:
             return self.u.new_zeros(())
-        _, v, qu = self._rank_one_terms()
-        log_g = self._log_abs_g(v, qu)
+        _, g = self._rank_one_factor()
+        log_g = torch.log(torch.abs(g))
         log_det_new = self.log_abs_det + self._det_orientation * log_g
         total = self.penalty_bounds.squared_violation(log_g) + self.penalty_bounds.squared_violation(
             log_det_new
@@ -346,8 +340,8 @@ class P4Inv(P4Module, Bijection):
         p, q = self._perturbed, self._tracked_inverse
         if not (bool(torch.isfinite(self.u).all()) and bool(torch.isfinite(self.v).all())):
             return self._refuse_non_finite("u or v contains NaN or inf", generator)
-        u, v, qu = self._rank_one_terms()
-        g = 1.0 + v @ qu
+        qu, g = self._rank_one_factor()
+        u, v = self.u.to(q.dtype), self.v.to(q.dtype)
         log_g = float(torch.log(torch.abs(g)))
         if not math.isfinite(log_g):
             return self._refuse_non_finite(

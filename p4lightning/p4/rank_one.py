@@ -30,11 +30,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["rank_one_affine"]
+__all__ = ["rank_one_affine", "rank_one_factor"]
 
 
-def _factor(q: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Q u, G)`` in ``q``'s precision."""
+def rank_one_factor(q: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r""":math:`(\mathbf{Q}\mathbf{u}, G = 1 + \mathbf{v}^\top\mathbf{Q}\mathbf{u})` in ``q``'s precision:
+    shapes ``(n,)`` and ``()``; differentiable in ``u`` and ``v``."""
     qu = q @ u.to(q.dtype)
     return qu, 1.0 + v.to(q.dtype) @ qu
 
@@ -53,7 +54,7 @@ class _RankOneAffine(torch.autograd.Function):
         y = x @ p.T if bias is None else torch.addmm(bias, x, p.T)
         xv = x @ v
         y.addr_(xv, u)
-        qu, g = _factor(q, u, v)
+        qu, g = rank_one_factor(q, u, v)
         ctx.save_for_backward(x, p, q, u, v, xv, qu, g)
         ctx.has_bias = bias is not None
         return y, torch.log(torch.abs(g))
@@ -63,7 +64,7 @@ class _RankOneAffine(torch.autograd.Function):
         x, p, q, u, v, xv, qu, g = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: rebuild the saved intermediates differentiably
             xv = x @ v
-            qu, g = _factor(q, u, v)
+            qu, g = rank_one_factor(q, u, v)
         need_x, _, _, need_u, need_v, need_b = ctx.needs_input_grad
         grad_x = grad_u = grad_v = grad_b = None
         gyu = grad_y @ u  # (N,)

@@ -16,6 +16,7 @@ Units: positions in nm, energies in kJ/mol, forces in kJ/(mol nm).
 from __future__ import annotations
 
 import atexit
+import functools
 import multiprocessing as mp
 import os
 import weakref
@@ -79,6 +80,16 @@ def _evaluate_public(context: Any, position: np.ndarray, out_forces: np.ndarray)
     return state.getPotentialEnergy()._value
 
 
+def _evaluate_lean(
+    entry: tuple[Any, ...], context: Any, position: np.ndarray, out_forces: np.ndarray
+) -> float:
+    set_positions, get_state, get_energy, get_vector, mask, forces_kind = entry
+    set_positions(context, position)
+    state = get_state(context, mask, False, -1)
+    get_vector(state, forces_kind, out_forces)
+    return get_energy(state)
+
+
 def evaluate_serially(
     context: Any, positions: np.ndarray, lean: bool = True
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -104,16 +115,10 @@ def evaluate_serially(
     finite_input = np.isfinite(positions).all(axis=(1, 2))
     failed = int((~finite_input).sum())
     entry = _swig_entry_points() if lean else None
+    evaluate = _evaluate_public if entry is None else functools.partial(_evaluate_lean, entry)
     for i in np.flatnonzero(finite_input):
         try:
-            if entry is None:
-                e = _evaluate_public(context, positions[i], forces[i])
-            else:
-                set_positions, get_state, get_energy, get_vector, mask, forces_kind = entry
-                set_positions(context, positions[i])
-                state = get_state(context, mask, False, -1)
-                e = get_energy(state)
-                get_vector(state, forces_kind, forces[i])
+            e = evaluate(context, positions[i], forces[i])
         except (openmm.OpenMMException, ValueError):
             failed += 1
             forces[i] = 0.0
