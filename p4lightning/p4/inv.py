@@ -31,12 +31,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from p4lightning._validation import check_choice, check_finite, check_positive_int
+from p4lightning._validation import all_finite, check_choice, check_finite, check_positive_int
 from p4lightning.bijection import Bijection
 from p4lightning.p4.bounds import LogBounds
 from p4lightning.p4.inversion import hyperpower_step
 from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module
-from p4lightning.p4.rank_one import rank_one_affine, rank_one_factor
+from p4lightning.p4.rank_one import rank_one_affine, rank_one_factor, rank_one_solve
 
 __all__ = ["P4Inv", "initial_matrix", "inverse_residual"]
 
@@ -231,62 +231,69 @@ class P4Inv(P4Module, Bijection):
     # ------------------------------------------------------------------------------------------------
     # Bijection interface
     # ------------------------------------------------------------------------------------------------
+    def _cast_perturbation(
+        self, dtype: torch.dtype, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``u``, ``v`` and ``bias`` in ``dtype`` (no operation at all when they already are)."""
+        u, v = self.u, self.v
+        if u.dtype != dtype:
+            u, v = u.to(dtype), v.to(dtype)
+        if bias is not None and bias.dtype != dtype:
+            bias = bias.to(dtype)
+        return u, v, bias
+
     def _apply_perturbed(
-        self, x: torch.Tensor, bias: torch.Tensor | None
+        self, x: torch.Tensor, bias: torch.Tensor | None, offset_sign: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`\tilde{\mathbf{P}}\mathbf{x} + \mathbf{c} = \mathbf{P}\mathbf{x} + \mathbf{u}(\mathbf{v}^\top\mathbf{x}) + \mathbf{c}`
-        (shape ``(*, n)``) and :math:`\ln|G|` (0-d, bookkeeping dtype), as one fused autograd node
-        (:func:`~p4lightning.p4.rank_one.rank_one_affine`: one batch product, no n × n temporary)."""
-        flat = x.reshape(-1, self.dim)
-        y, log_g = rank_one_affine(
-            flat,
-            self._perturbed.to(x.dtype),
-            self._tracked_inverse,
-            self.u.to(x.dtype),
-            self.v.to(x.dtype),
-            bias,
+        (shape ``(*, n)``) and ``ladj`` :math:`= s\ln|\det\mathbf{A}| + \ln|G|` (shape ``(*)``), as one fused
+        autograd node (:func:`~p4lightning.p4.rank_one.rank_one_affine`: one batch product, no n × n
+        temporary, no tensor operation outside the node when the dtypes already agree)."""
+        u, v, bias = self._cast_perturbation(x.dtype, bias)
+        p = self._perturbed
+        if p.dtype != x.dtype:
+            p = p.to(x.dtype)
+        flat = x if x.dim() == 2 else x.reshape(-1, self.dim)
+        y, ladj = rank_one_affine(
+            flat, p, self._tracked_inverse, u, v, bias, self.log_abs_det, offset_sign=offset_sign
         )
-        return y.reshape(x.shape), log_g
+        if x.dim() != 2:
+            y, ladj = y.reshape(x.shape), ladj.reshape(x.shape[:-1])
+        return y, ladj
 
     def _apply_perturbed_inverse(
-        self, y: torch.Tensor, bias: torch.Tensor | None
+        self, y: torch.Tensor, bias: torch.Tensor | None, offset_sign: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`\tilde{\mathbf{P}}^{-1}(\mathbf{y} - \mathbf{c}) = \mathbf{z} - \mathbf{Q}\mathbf{u}\,(\mathbf{v}^\top\mathbf{z})/G`
-        with :math:`\mathbf{z} = \mathbf{Q}(\mathbf{y} - \mathbf{c})` (Sherman–Morrison; O(n²) + the batch product),
-        and :math:`\ln|G|` (computed once here, shared with the log-determinant)."""
-        qu, g = self._rank_one_factor()
-        v = self.v
-        flat = y.reshape(-1, self.dim)
-        if bias is not None:
-            flat = flat - bias
-        z = flat @ self._tracked_inverse.to(y.dtype).T
-        x = torch.addr(z, (z @ v.to(y.dtype)) / -g.to(y.dtype), qu.to(y.dtype))
-        return x.reshape(y.shape), torch.log(torch.abs(g))
+        with :math:`\mathbf{z} = \mathbf{Q}(\mathbf{y} - \mathbf{c})` (Sherman–Morrison, eq. 3) and ``ladj``
+        :math:`= s\ln|\det\mathbf{A}| - \ln|G|`, as one fused autograd node
+        (:func:`~p4lightning.p4.rank_one.rank_one_solve`: one batch product with Q, O(n²) besides)."""
+        u, v, bias = self._cast_perturbation(y.dtype, bias)
+        flat = y if y.dim() == 2 else y.reshape(-1, self.dim)
+        x, ladj = rank_one_solve(
+            flat, self._tracked_inverse, u, v, bias, self.log_abs_det, offset_sign=offset_sign
+        )
+        if y.dim() != 2:
+            x, ladj = x.reshape(y.shape), ladj.reshape(y.shape[:-1])
+        return x, ladj
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``y = Ã x + b`` and ``ladj = ln|det Ã|`` (shape ``(*)``) for ``x`` of shape ``(*, n)``."""
         self._check(x, "x")
-        bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.parametrization == "matrix":
-            y, log_g = self._apply_perturbed(x, bias)
-            ladj = self.log_abs_det + log_g
-        else:
-            y, log_g = self._apply_perturbed_inverse(x, None)
-            y = y if bias is None else y + bias
-            ladj = self.log_abs_det - log_g
-        return y, ladj.to(x.dtype).expand(x.shape[:-1])
+            return self._apply_perturbed(x, self.bias, offset_sign=1.0)
+        # Ã = (A^-1 + u v^T)^-1:  ladj = -ln|det(A^-1 + u v^T)| = ln|det A| - ln|G|
+        y, ladj = self._apply_perturbed_inverse(x, None, offset_sign=1.0)
+        return (y if self.bias is None else y + self.bias.to(x.dtype)), ladj
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``x = Ã⁻¹ (y − b)`` and ``ladj = −ln|det Ã|`` (shape ``(*)``) for ``y`` of shape ``(*, n)``."""
         self._check(y, "y")
-        bias = None if self.bias is None else self.bias.to(y.dtype)
-        if self.parametrization == "matrix":
-            x, log_g = self._apply_perturbed_inverse(y, bias)
-            ladj = -(self.log_abs_det + log_g)
-        else:
-            x, log_g = self._apply_perturbed(y - bias if bias is not None else y, None)
-            ladj = log_g - self.log_abs_det  # -(ln|det A^-1 + uv^T|) = -(-ln|det A| + ln|G|)
-        return x, ladj.to(y.dtype).expand(y.shape[:-1])
+        if self.parametrization == "matrix":  # ladj = -(ln|det A| + ln|G|)
+            return self._apply_perturbed_inverse(y, self.bias, offset_sign=-1.0)
+        # x = (A^-1 + u v^T)(y - b);  ladj = ln|det(A^-1 + u v^T)| = ln|G| - ln|det A|
+        bias = self.bias
+        return self._apply_perturbed(y if bias is None else y - bias.to(y.dtype), None, offset_sign=-1.0)
 
     def perturbed_matrix(self) -> torch.Tensor:
         r""":math:`\tilde{\mathbf{A}}` as a dense ``(n, n)`` matrix (for inspection and tests; O(n²) or O(n³))."""
@@ -338,15 +345,14 @@ class P4Inv(P4Module, Bijection):
         leaves :math:`\mathbf{A}`, :math:`\mathbf{A}^{-1}`, :math:`\ln|\det\mathbf{A}|` bit-identical.
         """
         p, q = self._perturbed, self._tracked_inverse
-        if not (bool(torch.isfinite(self.u).all()) and bool(torch.isfinite(self.v).all())):
+        if not (all_finite(self.u) and all_finite(self.v)):
             return self._refuse_non_finite("u or v contains NaN or inf", generator)
-        qu, g = self._rank_one_factor()
+        qu, g_t = self._rank_one_factor()
         u, v = self.u.to(q.dtype), self.v.to(q.dtype)
-        log_g = float(torch.log(torch.abs(g)))
+        g = float(g_t)
+        log_g = math.log(abs(g)) if g != 0.0 else -math.inf
         if not math.isfinite(log_g):
-            return self._refuse_non_finite(
-                f"G = 1 + v^T Q u = {float(g):.3g} is zero or not finite", generator
-            )
+            return self._refuse_non_finite(f"G = 1 + v^T Q u = {g:.3g} is zero or not finite", generator)
         new_log_det = float(self.log_abs_det) + self._det_orientation * log_g
         violation = "; ".join(
             s
@@ -361,10 +367,10 @@ class P4Inv(P4Module, Bijection):
             return MergeOutcome(MergeStatus.OUT_OF_BOUNDS, log_g, float(self.log_abs_det), violation)
         # Note [Sherman–Morrison stability]: the new inverse is built out of place and checked before
         # anything is written, so an overflow in a forced, ill-conditioned update cannot corrupt the state.
-        vq = v @ q
-        new_q = q - torch.outer(qu, vq) / g
-        new_p = p + torch.outer(u, v)
-        if not (bool(torch.isfinite(new_q).all()) and bool(torch.isfinite(new_p).all())):
+        # Each of the two updates is one pass over an n x n matrix (addr), no n x n temporary besides.
+        new_q = torch.addr(q, qu, torch.mv(q.T, v), alpha=-1.0 / g)
+        new_p = torch.addr(p, u, v)
+        if not (all_finite(new_q) and all_finite(new_p)):
             return self._refuse_non_finite("the merged matrix or inverse would not be finite", generator)
         if math.isfinite(self.max_inverse_error):
             error = float(inverse_residual(new_p, new_q, torch.stack((self._probe, v))))
@@ -375,7 +381,7 @@ class P4Inv(P4Module, Bijection):
         p.copy_(new_p)
         q.copy_(new_q)
         self.log_abs_det.fill_(new_log_det)
-        self.det_sign.mul_(torch.sign(g).to(self.det_sign.dtype))
+        self.det_sign.mul_(1.0 if g > 0 else -1.0)
         self.merges_accepted += 1
         self.reset_perturbation(generator)
         status = MergeStatus.FORCED if violation else MergeStatus.ACCEPTED
@@ -412,7 +418,7 @@ class P4Inv(P4Module, Bijection):
         residual = torch.linalg.matrix_norm(eye - p @ q, ord=2)
         if bool(residual < 1.0):
             new_q = hyperpower_step(p, q, order)
-            if bool(torch.isfinite(new_q).all()):
+            if all_finite(new_q):
                 q.copy_(new_q)
         if refresh_log_det:
             sign, logabs = torch.linalg.slogdet(p)  # det A = det P or 1 / det P: same sign

@@ -1,11 +1,19 @@
-"""The fused rank-one affine op against the same map composed from plain torch operations."""
+"""The fused rank-one affine op against the same map composed from plain torch operations.
+
+Every test runs both ways of forming G: as a Python float (the CPU default) and as a device tensor (the
+accelerator default, forced here on the CPU), so the GPU code path is exercised by the CPU suite.
+"""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
-from p4lightning.p4.rank_one import rank_one_affine
+from p4lightning.p4.rank_one import rank_one_affine, rank_one_solve
+
+HOST = pytest.mark.parametrize("host_scalars", [True, False], ids=["host", "device"])
 
 
 def _inputs(n: int = 5, batch: int = 7, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
@@ -19,54 +27,179 @@ def _inputs(n: int = 5, batch: int = 7, dtype: torch.dtype = torch.float64) -> t
     return x, p, q, u, v, b
 
 
-def _reference(x, p, q, u, v, b):  # noqa: ANN001, ANN202
+def _reference(x, p, q, u, v, b, offset=None, sign=1.0):  # noqa: ANN001, ANN202
     y = x @ (p + torch.outer(u, v)).T + b
-    return y, torch.linalg.slogdet(p + torch.outer(u, v))[1] - torch.linalg.slogdet(p)[1]
+    log_g = torch.linalg.slogdet(p + torch.outer(u, v))[1] - torch.linalg.slogdet(p)[1]
+    ladj = log_g if offset is None else sign * offset + log_g
+    return y, ladj.expand(x.shape[0])
 
 
-def test_values_match_dense_matrix_and_slogdet() -> None:
+@HOST
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_values_match_dense_matrix_and_slogdet(host_scalars: bool, sign: float) -> None:
     x, p, q, u, v, b = _inputs()
-    y, log_g = rank_one_affine(x, p, q, u, v, b)
-    y_ref, log_g_ref = _reference(x, p, q, u, v, b)
+    offset = torch.tensor(0.7, dtype=torch.float64)
+    y, ladj = rank_one_affine(x, p, q, u, v, b, offset, offset_sign=sign, host_scalars=host_scalars)
+    y_ref, ladj_ref = _reference(x, p, q, u, v, b, offset, sign)
+    assert ladj.shape == (7,)
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(log_g, log_g_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj, ladj_ref, rtol=1e-12, atol=1e-12)
 
 
-def test_gradients_match_autograd_of_the_dense_map() -> None:
+@HOST
+def test_gradients_match_autograd_of_the_dense_map(host_scalars: bool) -> None:
     x, p, q, u, v, b = _inputs()
+    offset = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
     w = torch.randn(7, 5, dtype=torch.float64)
-    y, log_g = rank_one_affine(x, p, q, u, v, b)
-    grads = torch.autograd.grad((w * y).sum() + 3.0 * log_g, (x, u, v, b))
-    y_ref, log_g_ref = _reference(x, p, q, u, v, b)
-    grads_ref = torch.autograd.grad((w * y_ref).sum() + 3.0 * log_g_ref, (x, u, v, b))
+    c = torch.randn(7, dtype=torch.float64)
+    y, ladj = rank_one_affine(x, p, q, u, v, b, offset, offset_sign=-1.0, host_scalars=host_scalars)
+    grads = torch.autograd.grad((w * y).sum() + (c * ladj).sum(), (x, u, v, b, offset))
+    y_ref, ladj_ref = _reference(x, p, q, u, v, b, offset, -1.0)
+    grads_ref = torch.autograd.grad((w * y_ref).sum() + (c * ladj_ref).sum(), (x, u, v, b, offset))
     for g, g_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_gradcheck_and_second_order(bias: bool) -> None:
-    x, p, q, u, v, b = _inputs(n=4, batch=3)
-    b = b if bias else None
-    args = (x, p, q, u, v, b)
-    assert torch.autograd.gradcheck(rank_one_affine, args)
-    assert torch.autograd.gradgradcheck(rank_one_affine, args)
-
-
-def test_only_requested_gradients_are_computed() -> None:
+@HOST
+def test_only_requested_gradients_are_computed(host_scalars: bool) -> None:
     x, p, q, u, v, b = _inputs()
     x = x.detach()
-    y, log_g = rank_one_affine(x, p, q, u, v, None)
-    (y.sum() + log_g).backward()
+    y, ladj = rank_one_affine(x, p, q, u, v, None, host_scalars=host_scalars)
+    (y.sum() + ladj.sum()).backward()
     assert x.grad is None and u.grad is not None and v.grad is not None
+    u.grad = v.grad = None
+    u_frozen = u.detach()
+    y, ladj = rank_one_affine(x, p, q, u_frozen, v, b, host_scalars=host_scalars)
+    (y.square().sum() + ladj.sum()).backward()
+    assert u.grad is None and v.grad is not None and b.grad is not None
 
 
-def test_float64_bookkeeping_with_float32_data() -> None:
+@HOST
+def test_float64_bookkeeping_with_float32_data(host_scalars: bool) -> None:
     """G is formed in the inverse's precision; gradients come back in the parameters' dtype."""
     x, p, q, u, v, b = _inputs()
     x32, u32, v32, b32 = (t.detach().float().requires_grad_() for t in (x, u, v, b))
-    y, log_g = rank_one_affine(x32, p.float(), q, u32, v32, b32)
-    assert y.dtype == torch.float32 and log_g.dtype == torch.float64
-    (y.sum() + log_g).backward()
+    offset = torch.tensor(1.5, dtype=torch.float64)
+    y, ladj = rank_one_affine(x32, p.float(), q, u32, v32, b32, offset, host_scalars=host_scalars)
+    assert y.dtype == ladj.dtype == torch.float32
+    (y.sum() + ladj.sum()).backward()
     assert u32.grad.dtype == v32.grad.dtype == torch.float32
-    _, log_g_ref = _reference(x, p, q, u, v, b)
-    torch.testing.assert_close(log_g, log_g_ref.detach(), rtol=1e-6, atol=1e-6)
+    _, ladj_ref = _reference(x, p, q, u, v, b, offset)
+    torch.testing.assert_close(ladj, ladj_ref.detach().float(), rtol=1e-6, atol=1e-6)
+    grads_ref = torch.autograd.grad(_reference(x, p, q, u, v, b, offset)[1].sum(), (u, v))
+    y_ref = _reference(x, p, q, u, v, b)[0]
+    grads_ref = [g + h for g, h in zip(grads_ref, torch.autograd.grad(y_ref.sum(), (u, v)), strict=True)]
+    torch.testing.assert_close(u32.grad, grads_ref[0].float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v32.grad, grads_ref[1].float(), rtol=1e-5, atol=1e-5)
+
+
+def test_host_and_device_scalars_agree_in_float32() -> None:
+    x, p, q, u, v, b = (t.detach().float() for t in _inputs(n=64, batch=32))
+    offset = torch.tensor(-2.0)
+    out = []
+    for host in (True, False):
+        params = [t.clone().requires_grad_() for t in (x, u, v, b)]
+        y, ladj = rank_one_affine(params[0], p, q, *params[1:3], params[3], offset, host_scalars=host)
+        (y.square().sum() - ladj.sum()).backward()
+        out.append([y.detach(), ladj.detach(), *(t.grad for t in params)])
+    for a, c in zip(*out, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+@HOST
+def test_singular_perturbation_gives_ieee_values_not_an_exception(host_scalars: bool) -> None:
+    """G = 0 (the perturbed matrix is singular): ladj = -inf and infinite gradients, as torch's own ops give."""
+    n = 3
+    p = q = torch.eye(n, dtype=torch.float64)
+    u = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    v = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)  # G = 1 + v.u = 0
+    x = torch.randn(2, n, dtype=torch.float64)
+    y, ladj = rank_one_affine(x, p, q, u, v, host_scalars=host_scalars)
+    assert bool(torch.isneginf(ladj).all())
+    ladj.sum().backward()
+    assert not math.isfinite(float(u.grad[0])) and not math.isfinite(float(v.grad[0]))
+
+
+def test_offset_sign_is_validated() -> None:
+    x, p, q, u, v, b = _inputs()
+    with pytest.raises(ValueError, match="offset_sign"):
+        rank_one_affine(x, p, q, u, v, b, offset_sign=2.0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# rank_one_solve: the Sherman–Morrison inverse as one node
+# ------------------------------------------------------------------------------------------------------
+def _solve_reference(y, p, u, v, b, offset=None, sign=1.0):  # noqa: ANN001, ANN202
+    m = p + torch.outer(u, v)
+    yb = y if b is None else y - b
+    x = torch.linalg.solve(m, yb.T).T
+    log_g = torch.linalg.slogdet(m)[1] - torch.linalg.slogdet(p)[1]
+    ladj = -log_g if offset is None else sign * offset - log_g
+    return x, ladj.expand(y.shape[0])
+
+
+@HOST
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_solve_inverts_the_affine_map(host_scalars: bool, sign: float) -> None:
+    x, p, q, u, v, b = _inputs()
+    offset = torch.tensor(0.7, dtype=torch.float64)
+    y, ladj_fwd = rank_one_affine(x, p, q, u, v, b, offset, offset_sign=-sign, host_scalars=host_scalars)
+    x_back, ladj_inv = rank_one_solve(y, q, u, v, b, offset, offset_sign=sign, host_scalars=host_scalars)
+    torch.testing.assert_close(x_back, x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj_inv, -ladj_fwd, rtol=1e-12, atol=1e-12)
+    x_ref, ladj_ref = _solve_reference(y, p, u, v, b, offset, sign)
+    torch.testing.assert_close(x_back, x_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj_inv, ladj_ref, rtol=1e-12, atol=1e-12)
+
+
+@HOST
+@pytest.mark.parametrize("bias", [True, False])
+def test_solve_gradients_match_autograd_of_a_dense_solve(host_scalars: bool, bias: bool) -> None:
+    x, p, q, u, v, b = _inputs()
+    y = x.detach().requires_grad_()
+    b = b if bias else None
+    offset = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 5, dtype=torch.float64)
+    c = torch.randn(7, dtype=torch.float64)
+    wrt = [t for t in (y, u, v, b, offset) if t is not None]
+    out, ladj = rank_one_solve(y, q, u, v, b, offset, offset_sign=-1.0, host_scalars=host_scalars)
+    grads = torch.autograd.grad((w * out).sum() + (c * ladj).sum(), wrt)
+    out_ref, ladj_ref = _solve_reference(y, p, u, v, b, offset, -1.0)
+    grads_ref = torch.autograd.grad((w * out_ref).sum() + (c * ladj_ref).sum(), wrt)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-11)
+
+
+@HOST
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("op", ["affine", "solve"])
+def test_gradcheck_and_second_order(op: str, bias: bool, host_scalars: bool) -> None:
+    x, p, q, u, v, b = _inputs(n=4, batch=3)
+    offset = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, u, v, b, offset):  # noqa: ANN001, ANN202
+        kw = {"offset_sign": -1.0, "host_scalars": host_scalars}
+        if op == "affine":
+            return rank_one_affine(x, p, q, u, v, b, offset, **kw)
+        return rank_one_solve(x, q, u, v, b, offset, **kw)
+
+    args = (x, u, v, b if bias else None, offset)
+    assert torch.autograd.gradcheck(fn, args)
+    assert torch.autograd.gradgradcheck(fn, args)
+
+
+@HOST
+def test_solve_with_float64_bookkeeping_and_float32_data(host_scalars: bool) -> None:
+    x, p, q, u, v, b = _inputs()
+    y32, u32, v32, b32 = (t.detach().float().requires_grad_() for t in (x, u, v, b))
+    offset = torch.tensor(1.5, dtype=torch.float64)
+    out, ladj = rank_one_solve(y32, q, u32, v32, b32, offset, host_scalars=host_scalars)
+    assert out.dtype == ladj.dtype == torch.float32
+    (out.sum() + ladj.sum()).backward()
+    assert y32.grad.dtype == u32.grad.dtype == v32.grad.dtype == b32.grad.dtype == torch.float32
+    out_ref, ladj_ref = _solve_reference(x, p, u, v, b, offset)
+    grads_ref = torch.autograd.grad(out_ref.sum() + ladj_ref.sum(), (x, u, v, b))
+    torch.testing.assert_close(out, out_ref.detach().float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ladj, ladj_ref.detach().float(), rtol=1e-6, atol=1e-6)
+    for g, g_ref in zip((y32.grad, u32.grad, v32.grad, b32.grad), grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref.float(), rtol=1e-4, atol=1e-4)
