@@ -9,7 +9,9 @@ with the input not requiring grad (the first layer) and requiring grad (a layer 
   log-det :math:`\sum\ln|s_i|` (Kingma & Dhariwal 2018);
 * ``orthogonal``: ``torch.nn.utils.parametrizations.orthogonal`` (log-det 0);
 * ``P4Inv``: the step itself, plus the merge (every 100 steps) and the inverse correction (every 50 merges)
-  amortised: ``step + merge / 100 + correction / 5000``.
+  amortised: ``step + merge / 100 + correction / 5000``;
+* ``P4Inv inverse``: the same layer trained through its inverse (Sherman–Morrison) pass, as a flow's
+  likelihood is evaluated (no target; reported for context).
 
 Also: P⁴Inv's inverse pass against its forward pass (no grad), and the merge and correction costs.
 Each method runs blocks of consecutive steps (caches warm, as in training: one untimed step first, then
@@ -98,13 +100,27 @@ class PlainLinear(nn.Module):
         return self.linear(x), x.new_zeros(x.shape[:-1])
 
 
+class P4InvInverse(nn.Module):
+    """P⁴Inv trained through its inverse pass (how a flow's likelihood x -> z is usually evaluated)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.layer = P4Inv(n, check_inputs=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.layer.inverse(x)
+
+
 FACTORIES: dict[str, Callable[[int], nn.Module]] = {
     "nn.Linear": PlainLinear,
     "dense+slogdet": DenseSlogdet,
     "LU (Glow)": LULinear,
     "orthogonal": Orthogonal,
     "P4Inv": lambda n: P4Inv(n, check_inputs=False),
+    "P4Inv inverse": P4InvInverse,
 }
+#: Methods whose step gets the amortised merge and correction added.
+P4_METHODS = ("P4Inv", "P4Inv inverse")
 
 
 def make_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -141,7 +157,7 @@ def interleaved_medians(
     rounds = 0
     while rounds < 3 or (time.perf_counter() - start < budget_s and rounds < max_rounds):
         for name, fn in steps.items():
-            reps = block if name in TARGET_PAIR else max(1, block // 8)
+            reps = block if name in TARGET_PAIR or name in P4_METHODS else max(1, block // 8)
             fn()  # untimed: brings this method's tensors back into cache after the other methods ran
             t = time.perf_counter()
             for _ in range(reps):
@@ -200,7 +216,8 @@ def ratios(result: dict[str, object]) -> dict[str, dict[str, float]]:
     out = {}
     for key in ("grad_input=False", "grad_input=True"):
         med = dict(result[key]["median_s"])
-        med["P4Inv"] = med["P4Inv"] + amortised
+        for name in P4_METHODS:
+            med[name] = med[name] + amortised
         out[key] = {name: t / med["nn.Linear"] for name, t in med.items()}
         pair = result[key]["pair_median_s"]
         out[key]["P4Inv (target phase)"] = (pair["P4Inv"] + amortised) / pair["nn.Linear"]

@@ -75,11 +75,69 @@ def _scalar_options(x: torch.Tensor, offset_sign: float, host_scalars: bool | No
     return float(offset_sign), bool(host_scalars)
 
 
+def _records_graph(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd would record a node for these inputs (grad mode on and one of them needs grad)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _add_scaled(out: torch.Tensor, vec: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
     """``out += scale * vec`` in place, with ``vec`` possibly in a wider (bookkeeping) dtype."""
     if isinstance(scale, float) and vec.dtype == out.dtype:
         return out.add_(vec, alpha=scale)
     return out.add_((vec * scale).to(out.dtype))
+
+
+def _log_factor(
+    vq: torch.Tensor,
+    qu: torch.Tensor,
+    offset: torch.Tensor | None,
+    offset_sign: float,
+    log_sign: float,
+    host_scalars: bool,
+    like: torch.Tensor,
+) -> tuple[torch.Tensor, float | None, torch.Tensor | None]:
+    r""":math:`G = 1 + \mathbf{v}^\top\mathbf{Q}\mathbf{u}` and ``ladj`` :math:`= s\,d + \sigma\ln|G|` with
+    :math:`\sigma` = ``log_sign``, one value per row of ``like``, in ``like``'s dtype.
+
+    Returns ``(ladj, G as a float, None)`` with host scalars, ``(ladj, None, G as a 0-d tensor)`` without."""
+    n_rows = like.shape[0]
+    if host_scalars:
+        g = 1.0 + float(torch.dot(vq, qu))
+        base = 0.0 if offset is None else offset_sign * float(offset)
+        value = base + log_sign * _log_abs(g)
+        return torch.full((n_rows,), value, dtype=like.dtype, device=like.device), g, None
+    g_tensor = torch.dot(vq, qu).add_(1.0)
+    log_g = g_tensor.abs().log().mul_(log_sign)
+    if offset is not None:
+        log_g = log_g.add_(offset.to(log_g.dtype), alpha=offset_sign)
+    return log_g.to(like.dtype).expand(n_rows), None, g_tensor
+
+
+def _as_bookkeeping(q: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (u, v) if q.dtype == u.dtype else (u.to(q.dtype), v.to(q.dtype))
+
+
+def _affine_forward(
+    x: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    offset_sign: float,
+    host_scalars: bool,
+    keep_qtv: bool,
+) -> tuple[torch.Tensor, ...]:
+    """``(y, ladj, xv, Qu, Q^T v or None, G float or None, G tensor or None)`` without autograd."""
+    xv = torch.mv(x, v)
+    y = torch.outer(xv, u) if bias is None else torch.addr(bias, xv, u)
+    y.addmm_(x, p.T)
+    uq, vq = _as_bookkeeping(q, u, v)
+    qu = torch.mv(q, uq)
+    qtv = torch.mv(q.T, vq) if keep_qtv else None  # for the backward, while Q is in cache
+    ladj, g, g_tensor = _log_factor(vq, qu, offset, offset_sign, 1.0, host_scalars, x)
+    return y, ladj, xv, qu, qtv, g, g_tensor
 
 
 class _RankOneAffine(torch.autograd.Function):
@@ -96,25 +154,9 @@ class _RankOneAffine(torch.autograd.Function):
         offset_sign: float,
         host_scalars: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        xv = torch.mv(x, v)
-        y = torch.outer(xv, u) if bias is None else torch.addr(bias, xv, u)
-        y.addmm_(x, p.T)
-        uq, vq = (u, v) if q.dtype == u.dtype else (u.to(q.dtype), v.to(q.dtype))
-        qu = torch.mv(q, uq)
-        qtv = torch.mv(q.T, vq) if ctx.needs_input_grad[3] else None  # Q still in cache
-        n_rows = x.shape[0]
-        if host_scalars:
-            g = 1.0 + float(torch.dot(vq, qu))
-            base = 0.0 if offset is None else offset_sign * float(offset)
-            ladj = torch.full((n_rows,), base + _log_abs(g), dtype=x.dtype, device=x.device)
-            g_tensor = None
-        else:
-            g_tensor = torch.dot(vq, qu).add_(1.0)
-            log_g = g_tensor.abs().log()
-            if offset is not None:
-                log_g = log_g.add_(offset.to(log_g.dtype), alpha=offset_sign)
-            ladj = log_g.to(x.dtype).expand(n_rows)
-            g = None
+        y, ladj, xv, qu, qtv, g, g_tensor = _affine_forward(
+            x, p, q, u, v, bias, offset, offset_sign, host_scalars, keep_qtv=ctx.needs_input_grad[3]
+        )
         ctx.g = g
         ctx.offset_sign = offset_sign
         ctx.save_for_backward(x, p, q, u, v, xv, qu, qtv, g_tensor)
@@ -200,7 +242,44 @@ def rank_one_affine(
         ``x``, ``u``, ``v``, ``bias`` and ``offset``.
     """
     sign, host = _scalar_options(x, offset_sign, host_scalars)
+    if not _records_graph(x, u, v, bias, offset):  # inference: no node, no saved tensors, no Q^T v
+        return _affine_forward(x, p, q, u, v, bias, offset, sign, host, keep_qtv=False)[:2]
     return _RankOneAffine.apply(x, p, q, u, v, bias, offset, sign, host)
+
+
+def _solve_forward(
+    y: torch.Tensor,
+    q: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    offset_sign: float,
+    host_scalars: bool,
+    keep_w: bool,
+) -> tuple[torch.Tensor, ...]:
+    r"""``(x, ladj, Qu, Q^T v or None, G float or None, G tensor or None)`` without autograd.
+
+    :math:`\mathbf{z} = \mathbf{Q}(\mathbf{y} - \mathbf{c})` is one batch product (the bias enters it as
+    :math:`-\mathbf{Q}\mathbf{c}` when :math:`n \le N`, an O(n²) product instead of an O(Nn) subtraction), then
+    :math:`\mathbf{x} = \mathbf{z} - \mathbf{Q}\mathbf{u}\,(\mathbf{v}^\top\mathbf{z}) / G` in place."""
+    uq, vq = _as_bookkeeping(q, u, v)
+    q_y = q if q.dtype == y.dtype else q.to(y.dtype)
+    r = torch.mv(q, uq)  # Q u
+    w = torch.mv(q.T, vq) if keep_w else None  # Q^T v for the backward, while Q is in cache
+    ladj, g, g_tensor = _log_factor(vq, r, offset, offset_sign, -1.0, host_scalars, y)
+    if bias is None:
+        z = torch.mm(y, q_y.T)
+    elif q.shape[0] <= y.shape[0]:
+        z = torch.addmm(torch.mv(q_y, bias), y, q_y.T, beta=-1.0)
+    else:
+        z = torch.mm(y - bias, q_y.T)
+    s = torch.mv(z, v)  # v^T Q (y - b), per row
+    if g is not None:
+        x = z.addr_(s, r.to(y.dtype), alpha=_ieee_div(-1.0, g))
+    else:
+        x = z.addr_(s, torch.div(r, g_tensor).neg_().to(y.dtype))
+    return x, ladj, r, w, g, g_tensor
 
 
 class _RankOneSolve(torch.autograd.Function):
@@ -216,28 +295,9 @@ class _RankOneSolve(torch.autograd.Function):
         offset_sign: float,
         host_scalars: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        yb = y if bias is None else y - bias
-        uq, vq = (u, v) if q.dtype == u.dtype else (u.to(q.dtype), v.to(q.dtype))
-        r = torch.mv(q, uq)  # Q u
-        w = torch.mv(q.T, vq)  # Q^T v (Q still in cache)
-        q_y = q if q.dtype == y.dtype else q.to(y.dtype)
-        s = torch.mv(yb, w.to(y.dtype))  # v^T Q (y - b), per row
-        n_rows = y.shape[0]
-        if host_scalars:
-            g = 1.0 + float(torch.dot(vq, r))
-            r_scaled = (r * _ieee_div(-1.0, g)).to(y.dtype)
-            base = 0.0 if offset is None else offset_sign * float(offset)
-            ladj = torch.full((n_rows,), base - _log_abs(g), dtype=y.dtype, device=y.device)
-            g_tensor = None
-        else:
-            g_tensor = torch.dot(vq, r).add_(1.0)
-            r_scaled = torch.div(r, g_tensor).neg_().to(y.dtype)
-            log_g = g_tensor.abs().log().neg_()
-            if offset is not None:
-                log_g = log_g.add_(offset.to(log_g.dtype), alpha=offset_sign)
-            ladj = log_g.to(y.dtype).expand(n_rows)
-            g = None
-        x = torch.outer(s, r_scaled).addmm_(yb, q_y.T)  # Q (y - b) - Q u (v^T Q (y - b)) / G
+        x, ladj, r, w, g, g_tensor = _solve_forward(
+            y, q, u, v, bias, offset, offset_sign, host_scalars, keep_w=True
+        )
         ctx.g = g
         ctx.offset_sign = offset_sign
         ctx.save_for_backward(y, bias, q, u, v, x, r, w, g_tensor)
@@ -386,4 +446,6 @@ def rank_one_solve(
         ``x`` of shape ``(N, n)`` and ``ladj`` of shape ``(N,)`` in ``y``'s dtype.
     """
     sign, host = _scalar_options(y, offset_sign, host_scalars)
+    if not _records_graph(y, u, v, bias, offset):
+        return _solve_forward(y, q, u, v, bias, offset, sign, host, keep_w=False)[:2]
     return _RankOneSolve.apply(y, q, u, v, bias, offset, sign, host)

@@ -203,3 +203,22 @@ def test_solve_with_float64_bookkeeping_and_float32_data(host_scalars: bool) -> 
     torch.testing.assert_close(ladj, ladj_ref.detach().float(), rtol=1e-6, atol=1e-6)
     for g, g_ref in zip((y32.grad, u32.grad, v32.grad, b32.grad), grads_ref, strict=True):
         torch.testing.assert_close(g, g_ref.float(), rtol=1e-4, atol=1e-4)
+
+
+@HOST
+@pytest.mark.parametrize("op", ["affine", "solve"])
+def test_inference_path_records_nothing_and_gives_the_same_values(op: str, host_scalars: bool) -> None:
+    x, p, q, u, v, b = _inputs()
+    offset = torch.tensor(0.7, dtype=torch.float64)
+
+    def call() -> tuple[torch.Tensor, torch.Tensor]:
+        if op == "affine":
+            return rank_one_affine(x, p, q, u, v, b, offset, host_scalars=host_scalars)
+        return rank_one_solve(x, q, u, v, b, offset, host_scalars=host_scalars)
+
+    out, ladj = call()
+    with torch.no_grad():
+        out_ng, ladj_ng = call()
+    assert out.grad_fn is not None and out_ng.grad_fn is None and not ladj_ng.requires_grad
+    torch.testing.assert_close(out_ng, out.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(ladj_ng, ladj.detach(), rtol=0, atol=0)
