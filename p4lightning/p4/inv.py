@@ -198,7 +198,8 @@ class P4Inv(P4Module, Bijection):
         kw = {"dtype": param_dtype, "device": device}
         self.u = nn.Parameter(torch.zeros(self.dim, **kw))
         self.v = nn.Parameter(torch.empty(self.dim, **kw))
-        self.bias = nn.Parameter(torch.zeros(self.dim, **kw)) if bias else None
+        # registered even when absent, so the hot path can read self._parameters['bias'] (None then)
+        self.register_parameter("bias", nn.Parameter(torch.zeros(self.dim, **kw)) if bias else None)
         self.reset_perturbation()
 
     # ------------------------------------------------------------------------------------------------
@@ -231,16 +232,25 @@ class P4Inv(P4Module, Bijection):
     # ------------------------------------------------------------------------------------------------
     # Bijection interface
     # ------------------------------------------------------------------------------------------------
-    def _cast_perturbation(
+    def _fetch(
         self, dtype: torch.dtype, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``u``, ``v`` and ``bias`` in ``dtype`` (no operation at all when they already are)."""
-        u, v = self.u, self.v
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(P, Q, u, v, bias)`` for a pass in ``dtype``: P, u, v and the bias cast to it (no operation when
+        they already are), Q in the bookkeeping precision. Reads the parameter and buffer dicts directly:
+        ``nn.Module.__getattr__`` costs about 0.6 µs a name, and this runs on every call of the layer."""
+        params, buffers = self._parameters, self._buffers
+        u, v = params["u"], params["v"]
+        if self.parametrization == "matrix":
+            p, q = buffers["matrix"], buffers["inverse_matrix"]
+        else:
+            p, q = buffers["inverse_matrix"], buffers["matrix"]
+        if p.dtype != dtype:
+            p = p.to(dtype)
         if u.dtype != dtype:
             u, v = u.to(dtype), v.to(dtype)
         if bias is not None and bias.dtype != dtype:
             bias = bias.to(dtype)
-        return u, v, bias
+        return p, q, u, v, bias
 
     def _apply_perturbed(
         self, x: torch.Tensor, bias: torch.Tensor | None, offset_sign: float
@@ -249,13 +259,10 @@ class P4Inv(P4Module, Bijection):
         (shape ``(*, n)``) and ``ladj`` :math:`= s\ln|\det\mathbf{A}| + \ln|G|` (shape ``(*)``), as one fused
         autograd node (:func:`~p4lightning.p4.rank_one.rank_one_affine`: one batch product, no n × n
         temporary, no tensor operation outside the node when the dtypes already agree)."""
-        u, v, bias = self._cast_perturbation(x.dtype, bias)
-        p = self._perturbed
-        if p.dtype != x.dtype:
-            p = p.to(x.dtype)
+        p, q, u, v, bias = self._fetch(x.dtype, bias)
         flat = x if x.dim() == 2 else x.reshape(-1, self.dim)
         y, ladj = rank_one_affine(
-            flat, p, self._tracked_inverse, u, v, bias, self.log_abs_det, offset_sign=offset_sign
+            flat, p, q, u, v, bias, self._buffers["log_abs_det"], offset_sign=offset_sign
         )
         if x.dim() != 2:
             y, ladj = y.reshape(x.shape), ladj.reshape(x.shape[:-1])
@@ -268,31 +275,32 @@ class P4Inv(P4Module, Bijection):
         with :math:`\mathbf{z} = \mathbf{Q}(\mathbf{y} - \mathbf{c})` (Sherman–Morrison, eq. 3) and ``ladj``
         :math:`= s\ln|\det\mathbf{A}| - \ln|G|`, as one fused autograd node
         (:func:`~p4lightning.p4.rank_one.rank_one_solve`: one batch product with Q, O(n²) besides)."""
-        u, v, bias = self._cast_perturbation(y.dtype, bias)
+        _, q, u, v, bias = self._fetch(y.dtype, bias)
         flat = y if y.dim() == 2 else y.reshape(-1, self.dim)
-        x, ladj = rank_one_solve(
-            flat, self._tracked_inverse, u, v, bias, self.log_abs_det, offset_sign=offset_sign
-        )
+        x, ladj = rank_one_solve(flat, q, u, v, bias, self._buffers["log_abs_det"], offset_sign=offset_sign)
         if y.dim() != 2:
             x, ladj = x.reshape(y.shape), ladj.reshape(y.shape[:-1])
         return x, ladj
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``y = Ã x + b`` and ``ladj = ln|det Ã|`` (shape ``(*)``) for ``x`` of shape ``(*, n)``."""
-        self._check(x, "x")
+        if self.check_inputs:
+            self._check(x, "x")
+        bias = self._parameters["bias"]
         if self.parametrization == "matrix":
-            return self._apply_perturbed(x, self.bias, offset_sign=1.0)
+            return self._apply_perturbed(x, bias, offset_sign=1.0)
         # Ã = (A^-1 + u v^T)^-1:  ladj = -ln|det(A^-1 + u v^T)| = ln|det A| - ln|G|
         y, ladj = self._apply_perturbed_inverse(x, None, offset_sign=1.0)
-        return (y if self.bias is None else y + self.bias.to(x.dtype)), ladj
+        return (y if bias is None else y + bias.to(x.dtype)), ladj
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``x = Ã⁻¹ (y − b)`` and ``ladj = −ln|det Ã|`` (shape ``(*)``) for ``y`` of shape ``(*, n)``."""
-        self._check(y, "y")
+        if self.check_inputs:
+            self._check(y, "y")
+        bias = self._parameters["bias"]
         if self.parametrization == "matrix":  # ladj = -(ln|det A| + ln|G|)
-            return self._apply_perturbed_inverse(y, self.bias, offset_sign=-1.0)
+            return self._apply_perturbed_inverse(y, bias, offset_sign=-1.0)
         # x = (A^-1 + u v^T)(y - b);  ladj = ln|det(A^-1 + u v^T)| = ln|G| - ln|det A|
-        bias = self.bias
         return self._apply_perturbed(y if bias is None else y - bias.to(y.dtype), None, offset_sign=-1.0)
 
     def perturbed_matrix(self) -> torch.Tensor:

@@ -68,16 +68,25 @@ def _log_abs(g: float) -> float:
 
 def _scalar_options(x: torch.Tensor, offset_sign: float, host_scalars: bool | None) -> tuple[float, bool]:
     """Validated ``offset_sign`` and the resolved ``host_scalars`` (default: on the CPU, outside compilation)."""
-    if offset_sign not in (1.0, -1.0):
+    if offset_sign != 1.0 and offset_sign != -1.0:
         raise ValueError(f"offset_sign must be 1.0 or -1.0; got {offset_sign!r}")
     if host_scalars is None:
-        host_scalars = x.device.type == "cpu" and not torch.compiler.is_compiling()
+        host_scalars = x.is_cpu and not torch.compiler.is_compiling()
     return float(offset_sign), bool(host_scalars)
 
 
-def _records_graph(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd would record a node for these inputs (grad mode on and one of them needs grad)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def _records_graph(
+    x: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, offset: torch.Tensor | None
+) -> bool:
+    """Whether autograd would record a node for these inputs (grad mode on and one of them needs grad).
+    (Written out rather than as ``any(...)`` over a generator: this runs on every layer call.)"""
+    return torch.is_grad_enabled() and (
+        x.requires_grad
+        or u.requires_grad
+        or v.requires_grad
+        or (bias is not None and bias.requires_grad)
+        or (offset is not None and offset.requires_grad)
+    )
 
 
 def _add_scaled(out: torch.Tensor, vec: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,186 @@
+r"""How close P⁴Inv's training step is to the cheapest eager-PyTorch step of the same math, and where it goes.
+
+Three steps of the same shape as ``p4inv_step.py`` (forward + log-det + loss + backward + Adam, batch 256,
+float32, one thread, input needing no grad), timed in interleaved blocks in one process:
+
+* ``nn.Linear``: the baseline;
+* ``P4Inv``: the library layer (``check_inputs=False``);
+* ``minimal``: the same map and log-det as one bare ``torch.autograd.Function`` — no validation, no dtype or
+  shape handling, no parametrisation switch, G as a Python float — i.e. a floor for an eager step of this
+  math with three parameter tensors (u, v, b);
+* ``minimal, (u, v) packed``: the same with u and v in one ``(2, n)`` parameter (one Adam tensor fewer).
+
+Then a phase breakdown of one step (forward, loss, ``zero_grad``, backward, Adam) for ``nn.Linear`` and
+``P4Inv``, each phase's median over consecutive steps.
+
+Run: ``python benchmarks/p4inv_floor.py --out docs/benchmarks/p4inv_floor``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from p4inv_step import BATCH, PlainLinear, make_step
+from torch import nn
+
+from p4lightning import P4Inv
+
+
+class _Minimal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x, u, v, b, a, q, ld):  # noqa: ANN001, ANN205
+        xv = torch.mv(x, v)
+        y = torch.addr(b, xv, u).addmm_(x, a.T)
+        qu = torch.mv(q, u)
+        qtv = torch.mv(q.T, v)
+        g = 1.0 + float(torch.dot(v, qu))
+        ctx.g = g
+        ctx.save_for_backward(x, u, v, xv, qu, qtv)
+        return y, torch.full((x.shape[0],), float(ld) + math.log(abs(g)))
+
+    @staticmethod
+    def backward(ctx: Any, gy, gl):  # noqa: ANN001, ANN205
+        x, u, v, xv, qu, qtv = ctx.saved_tensors
+        c = float(gl.sum()) / ctx.g
+        gyu = torch.mv(gy, u)
+        gu = torch.mv(gy.T, xv).add_(qtv, alpha=c)
+        gv = torch.mv(x.T, gyu).add_(qu, alpha=c)
+        return None, gu, gv, gy.sum(0), None, None, None
+
+
+class _MinimalPacked(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x, uv, b, a, q, ld):  # noqa: ANN001, ANN205
+        u, v = uv.unbind()
+        y, ladj = _Minimal.forward(ctx, x, u, v, b, a, q, ld)
+        return y, ladj
+
+    @staticmethod
+    def backward(ctx: Any, gy, gl):  # noqa: ANN001, ANN205
+        _, gu, gv, gb, *_ = _Minimal.backward(ctx, gy, gl)
+        return None, torch.stack((gu, gv)), gb, None, None, None
+
+
+class Minimal(nn.Module):
+    def __init__(self, n: int, packed: bool = False) -> None:
+        super().__init__()
+        self.packed = packed
+        self.register_buffer("a", torch.eye(n))
+        self.register_buffer("q", torch.eye(n))
+        self.register_buffer("ld", torch.zeros(()))
+        if packed:
+            self.uv = nn.Parameter(torch.stack((torch.zeros(n), torch.randn(n))))
+        else:
+            self.u = nn.Parameter(torch.zeros(n))
+            self.v = nn.Parameter(torch.randn(n))
+        self.b = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.packed:
+            return _MinimalPacked.apply(x, self.uv, self.b, self.a, self.q, self.ld)
+        return _Minimal.apply(x, self.u, self.v, self.b, self.a, self.q, self.ld)
+
+
+FACTORIES: dict[str, Callable[[int], nn.Module]] = {
+    "nn.Linear": PlainLinear,
+    "P4Inv": lambda n: P4Inv(n, check_inputs=False),
+    "minimal": Minimal,
+    "minimal, (u, v) packed": lambda n: Minimal(n, packed=True),
+}
+PHASES = ("forward", "loss", "zero_grad", "backward", "Adam")
+
+
+def interleaved(steps: dict[str, Callable[[], None]], rounds: int, block: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            fn()  # untimed: this method's tensors back into cache
+            t = time.perf_counter()
+            for _ in range(block):
+                fn()
+            samples[name].append((time.perf_counter() - t) / block)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def phase_times(module: nn.Module, x: torch.Tensor, steps: int) -> dict[str, float]:
+    opt = torch.optim.Adam(module.parameters(), lr=1e-4)
+    samples: dict[str, list[float]] = {p: [] for p in PHASES}
+    for i in range(steps):
+        t0 = time.perf_counter()
+        y, ladj = module(x)
+        t1 = time.perf_counter()
+        loss = 0.5 * y.square().sum(-1).mean() - ladj.mean()
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        loss.backward()
+        t4 = time.perf_counter()
+        opt.step()
+        t5 = time.perf_counter()
+        if i >= steps // 4:  # warm
+            for name, a, b in zip(PHASES, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5), strict=True):
+                samples[name].append(b - a)
+    return {p: statistics.median(v) for p, v in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--block", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/p4inv_floor"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, args.n)
+    steps = {name: make_step(factory(args.n), x) for name, factory in FACTORIES.items()}
+    medians = interleaved(steps, args.rounds, args.block)
+    base = medians["nn.Linear"]
+    phases = {name: phase_times(FACTORIES[name](args.n), x, 400) for name in ("nn.Linear", "P4Inv")}
+    command = f"python benchmarks/p4inv_floor.py --n {args.n} --rounds {args.rounds} --block {args.block}"
+    lines = [
+        "# P⁴Inv's step against the cheapest eager step of the same math",
+        "",
+        f"Command: `{command}`  ",
+        f"torch {torch.__version__}, {platform.machine()}, 1 thread, n = {args.n}, batch {BATCH}, float32, "
+        "Adam, input needing no grad; medians over interleaved blocks, ratios to `nn.Linear` in the same run. "
+        "No merge amortisation here (see `p4inv_step.md`).",
+        "",
+        "| step | ms | / nn.Linear |",
+        "|---|---|---|",
+        *(f"| {name} | {t * 1e3:.3f} | {t / base:.3f} |" for name, t in medians.items()),
+        "",
+        "Phases of one step (ms, medians of 300 consecutive steps each, not interleaved):",
+        "",
+        "| step | " + " | ".join(PHASES) + " | sum |",
+        "|---|" + "---|" * (len(PHASES) + 1),
+        *(
+            f"| {name} | "
+            + " | ".join(f"{p[k] * 1e3:.3f}" for k in PHASES)
+            + f" | {sum(p.values()) * 1e3:.3f} |"
+            for name, p in phases.items()
+        ),
+        "",
+    ]
+    text = "\n".join(lines)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"command": command, "median_s": medians, "phases_s": phases}, indent=1)
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
