@@ -34,6 +34,7 @@ test: lint
 
 bench: setup
 	$(PY) benchmarks/p4inv_step.py --budget 8 --out docs/benchmarks/p4inv_step
+	$(PY) benchmarks/p4inv_floor.py --out docs/benchmarks/p4inv_floor
 	$(PY) benchmarks/drift.py --out docs/benchmarks/drift.json
 	$(PY) benchmarks/energy_throughput.py --out docs/benchmarks/energy_throughput
 
