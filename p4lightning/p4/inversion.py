@@ -27,7 +27,12 @@ from p4lightning._validation import check_positive_int
 __all__ = ["hyperpower_step"]
 
 
-def hyperpower_step(matrix: torch.Tensor, approx_inverse: torch.Tensor, order: int = 4) -> torch.Tensor:
+def hyperpower_step(
+    matrix: torch.Tensor,
+    approx_inverse: torch.Tensor,
+    order: int = 4,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
     r"""One order-``order`` hyperpower step towards ``matrix``:sup:`-1`.
 
     Args:
@@ -35,6 +40,8 @@ def hyperpower_step(matrix: torch.Tensor, approx_inverse: torch.Tensor, order: i
         approx_inverse: :math:`\mathbf{Q}` with shape ``(n, n)``; converges if
             :math:`\rho(\mathbf{I} - \mathbf{P}\mathbf{Q}) < 1`.
         order: :math:`p`, a power of two ``>= 2``.
+        residual: :math:`\mathbf{E} = \mathbf{I} - \mathbf{P}\mathbf{Q}` if the caller already formed it
+            (saves one of the :math:`\log_2 p + 2` matrix products).
 
     Returns:
         :math:`\mathbf{Q}'` with shape ``(n, n)``, residual :math:`\mathbf{E}^p`.
@@ -50,7 +57,8 @@ def hyperpower_step(matrix: torch.Tensor, approx_inverse: torch.Tensor, order: i
     if order & (order - 1):
         raise ValueError(f"order must be a power of two (2, 4, 8, ...); got {order}")
     eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
-    residual = eye - matrix @ approx_inverse
+    if residual is None:
+        residual = eye - matrix @ approx_inverse
     factor = eye + residual
     power = residual
     while order > 2:

@@ -8,6 +8,7 @@ import torch
 
 from p4lightning import MergeRefusedError, MergeStatus, P4Inv
 from p4lightning.p4.inv import initial_matrix
+from p4lightning.p4.inversion import hyperpower_step
 from p4lightning.p4.schedule import MergeSchedule
 
 
@@ -210,7 +211,7 @@ def test_correct_inverse_reduces_residual_and_refreshes_log_det():
         layer.inverse_matrix.add_(1e-4 * torch.randn(16, 16))
         layer.log_abs_det.add_(0.01)
     eye = torch.eye(16)
-    before = torch.linalg.matrix_norm(eye - layer.matrix @ layer.inverse_matrix, ord=2)
+    before = torch.linalg.matrix_norm(eye - layer.matrix @ layer.inverse_matrix)  # Frobenius
     reported = layer.correct_inverse(order=4, refresh_log_det=True)
     after = torch.linalg.matrix_norm(eye - layer.matrix @ layer.inverse_matrix, ord=2)
     torch.testing.assert_close(reported, before)
@@ -297,3 +298,30 @@ def test_reverse_init_is_its_own_inverse_with_correct_sign():
         assert torch.equal(layer.matrix, layer.inverse_matrix)
         assert float(layer.det_sign) == float(torch.linalg.det(initial_matrix(n, "reverse")))
         assert float(layer.log_abs_det) == 0.0
+
+
+@pytest.mark.parametrize("order", [2, 4, 8])
+def test_hyperpower_step_raises_the_residual_to_the_power_p(order: int) -> None:
+    gen = torch.Generator().manual_seed(order)
+    p = torch.eye(12, dtype=torch.float64) + 0.3 * torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    q = torch.linalg.inv(p) + 1e-2 * torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    eye = torch.eye(12, dtype=torch.float64)
+    residual = eye - p @ q
+    new_q = hyperpower_step(p, q, order)
+    torch.testing.assert_close(
+        eye - p @ new_q, torch.linalg.matrix_power(residual, order), rtol=0, atol=1e-13
+    )
+    torch.testing.assert_close(hyperpower_step(p, q, order, residual=residual), new_q, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="power of two"):
+        hyperpower_step(p, q, 6)
+
+
+def test_correct_inverse_leaves_a_far_off_inverse_untouched() -> None:
+    """||I - PQ||_F >= 1: the iteration may diverge, so nothing is written (and the norm is reported)."""
+    layer = P4Inv(8, init=torch.eye(8) * 2.0)
+    with torch.no_grad():
+        layer.inverse_matrix.copy_(torch.eye(8))  # residual -I: Frobenius norm sqrt(8)
+    before = layer.inverse_matrix.clone()
+    reported = layer.correct_inverse()
+    assert float(reported) == pytest.approx(8**0.5)
+    assert torch.equal(layer.inverse_matrix, before)
