@@ -243,8 +243,10 @@ def write_markdown(results: list[dict[str, object]], out: Path, command: str) ->
     ):
         lines += [f"## Training step, {title} (time / nn.Linear time)", ""]
         lines += [
-            "| n | nn.Linear (ms) | " + " | ".join(FACTORIES) + " | **P4Inv, target phase** |",
-            "|---|---|" + "---|" * (len(FACTORIES) + 1),
+            "| n | nn.Linear (ms) | "
+            + " | ".join(FACTORIES)
+            + " | **P4Inv, target phase** | rounds (all / target phase) |",
+            "|---|---|" + "---|" * (len(FACTORIES) + 2),
         ]
         for r in results:
             rat = ratios(r)[key]
@@ -252,7 +254,7 @@ def write_markdown(results: list[dict[str, object]], out: Path, command: str) ->
             lines.append(
                 f"| {r['n']} | {base_ms:.3f} | "
                 + " | ".join(f"{rat[name]:.2f}" for name in FACTORIES)
-                + f" | **{rat['P4Inv (target phase)']:.2f}** |"
+                + f" | **{rat['P4Inv (target phase)']:.2f}** | {r[key]['rounds']} / {r[key]['pair_rounds']} |"
             )
         lines.append("")
     lines += [
