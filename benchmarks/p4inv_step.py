@@ -16,9 +16,12 @@ with the input not requiring grad (the first layer) and requiring grad (a layer 
 Also: P⁴Inv's inverse pass against its forward pass (no grad), and the merge and correction costs.
 Each method runs blocks of consecutive steps (caches warm, as in training: one untimed step first, then
 ~20 ms of ``nn.Linear`` steps and never fewer than ``MIN_BLOCK``); blocks are interleaved round-robin in
-one process and the median per-step time is reported, so ratios compare like with like on a noisy machine.
-(Until 2026-11-23 a block at n ≥ 1024 was a single, untimed-warm-up-free step, so every P⁴Inv step there
-started with A and A⁻¹ evicted from cache by the other methods — a situation training never has.)
+one process. Each ratio is the median over rounds of (method's block) / (nn.Linear's block of the same
+round): pairing blocks that ran back to back cancels the host's slow speed drifts (until 2026-11-23, third
+session, the ratio of two whole-phase medians was reported, and two phases of one run disagreed by up to
+0.12 at n = 256). Until 2026-11-23 a block at n ≥ 1024 was also a single step without a warm-up step, so
+every P⁴Inv step there started with A and A⁻¹ evicted from cache by the other methods — a situation
+training never has.
 
 Run: ``python benchmarks/p4inv_step.py --out docs/benchmarks/p4inv_step``
 """
@@ -145,10 +148,11 @@ def median_time(fn: Callable[[], None], reps: int) -> float:
     return statistics.median(times)
 
 
-def interleaved_medians(
+def interleaved_samples(
     steps: dict[str, Callable[[], None]], budget_s: float, max_rounds: int
-) -> tuple[dict[str, float], int]:
-    """Median seconds per step of each method: blocks of consecutive steps interleaved round-robin."""
+) -> dict[str, list[float]]:
+    """Seconds per step of each method, one sample per round: blocks of consecutive steps interleaved
+    round-robin, so the blocks of one round ran within a fraction of a second of each other."""
     samples: dict[str, list[float]] = {name: [] for name in steps}
     t = time.perf_counter()
     steps["nn.Linear"]()
@@ -164,7 +168,19 @@ def interleaved_medians(
                 fn()
             samples[name].append((time.perf_counter() - t) / reps)
         rounds += 1
-    return {name: statistics.median(v) for name, v in samples.items()}, rounds
+    return samples
+
+
+def paired_ratio(
+    samples: dict[str, list[float]], name: str, extra_s: float = 0.0
+) -> tuple[float, float, float]:
+    """Median and quartiles over rounds of ``(t_name + extra) / t_nn.Linear`` within each round.
+
+    Pairing blocks that ran back to back cancels the host's slow drifts, which move the two medians of a
+    whole phase apart by up to ±0.1 in the ratio on this shared machine."""
+    per_round = [(t + extra_s) / base for t, base in zip(samples[name], samples["nn.Linear"], strict=True)]
+    q1, med, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else [per_round[0]] * 3
+    return med, q1, q3
 
 
 def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
@@ -179,15 +195,15 @@ def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
         # with the O(n^3) methods, whose temporaries sweep the caches, P4Inv's step measures 5-25 % slower
         # at n >= 1024 even after a warm-up step; training never interleaves those, so the targets use
         # phase 1 (both phases are reported).
-        pair, pair_rounds = interleaved_medians(
-            {name: steps[name] for name in TARGET_PAIR}, budget_s / 2, max_rounds
-        )
-        med, rounds = interleaved_medians(steps, budget_s / 2, max_rounds)
+        pair = interleaved_samples({name: steps[name] for name in TARGET_PAIR}, budget_s / 2, max_rounds)
+        every = interleaved_samples(steps, budget_s / 2, max_rounds)
         result[f"grad_input={requires_grad}"] = {
-            "median_s": med,
-            "rounds": rounds,
-            "pair_median_s": pair,
-            "pair_rounds": pair_rounds,
+            "median_s": {name: statistics.median(v) for name, v in every.items()},
+            "rounds": len(every["nn.Linear"]),
+            "samples_s": every,
+            "pair_median_s": {name: statistics.median(v) for name, v in pair.items()},
+            "pair_rounds": len(pair["nn.Linear"]),
+            "pair_samples_s": pair,
         }
 
     layer = P4Inv(n, check_inputs=False)
@@ -210,18 +226,28 @@ def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
     return result
 
 
-def ratios(result: dict[str, object]) -> dict[str, dict[str, float]]:
+def amortised_s(result: dict[str, object]) -> float:
+    """Merge every MERGE_EVERY steps and correction every CORRECT_EVERY_MERGES merges, per step."""
     ops = result["p4inv_ops_s"]
-    amortised = ops["merge"] / MERGE_EVERY + ops["correction"] / (MERGE_EVERY * CORRECT_EVERY_MERGES)
+    return ops["merge"] / MERGE_EVERY + ops["correction"] / (MERGE_EVERY * CORRECT_EVERY_MERGES)
+
+
+def ratios(result: dict[str, object]) -> dict[str, dict[str, float]]:
+    """Per-round paired ratios to nn.Linear (medians); P⁴Inv methods with the amortised merge added."""
+    amortised = amortised_s(result)
     out = {}
     for key in ("grad_input=False", "grad_input=True"):
-        med = dict(result[key]["median_s"])
-        for name in P4_METHODS:
-            med[name] = med[name] + amortised
-        out[key] = {name: t / med["nn.Linear"] for name, t in med.items()}
-        pair = result[key]["pair_median_s"]
-        out[key]["P4Inv (target phase)"] = (pair["P4Inv"] + amortised) / pair["nn.Linear"]
+        every = result[key]["samples_s"]
+        out[key] = {
+            name: paired_ratio(every, name, amortised if name in P4_METHODS else 0.0)[0] for name in every
+        }
+        out[key]["P4Inv (target phase)"] = paired_ratio(result[key]["pair_samples_s"], "P4Inv", amortised)[0]
     return out
+
+
+def quartiles(result: dict[str, object], key: str) -> str:
+    _, q1, q3 = paired_ratio(result[key]["pair_samples_s"], "P4Inv", amortised_s(result))
+    return f"{q1:.2f}–{q3:.2f}"
 
 
 def write_markdown(results: list[dict[str, object]], out: Path, command: str) -> str:
@@ -230,7 +256,7 @@ def write_markdown(results: list[dict[str, object]], out: Path, command: str) ->
         "",
         f"Command: `{command}`  ",
         f"torch {torch.__version__}, {platform.machine()}, 1 thread, batch {BATCH}, float32, Adam. "
-        "Median over interleaved blocks of consecutive steps; ratios are against `nn.Linear` **in the same run**. P⁴Inv includes the merge "
+        "Blocks of consecutive steps interleaved round-robin; each ratio is the median over rounds of the ratio to the `nn.Linear` block **of the same round** (the ms column is nn.Linear's median). P⁴Inv includes the merge "
         f"every {MERGE_EVERY} steps and the correction every {CORRECT_EVERY_MERGES} merges, amortised. "
         "*Target phase*: nn.Linear and P4Inv interleaved with each other only (half the budget); the other "
         "columns come from the phase interleaving all methods, where the O(n³) methods' temporaries sweep the caches "
@@ -245,7 +271,7 @@ def write_markdown(results: list[dict[str, object]], out: Path, command: str) ->
         lines += [
             "| n | nn.Linear (ms) | "
             + " | ".join(FACTORIES)
-            + " | **P4Inv, target phase** | rounds (all / target phase) |",
+            + " | **P4Inv, target phase** (quartiles) | rounds (all / target phase) |",
             "|---|---|" + "---|" * (len(FACTORIES) + 2),
         ]
         for r in results:
@@ -254,7 +280,8 @@ def write_markdown(results: list[dict[str, object]], out: Path, command: str) ->
             lines.append(
                 f"| {r['n']} | {base_ms:.3f} | "
                 + " | ".join(f"{rat[name]:.2f}" for name in FACTORIES)
-                + f" | **{rat['P4Inv (target phase)']:.2f}** | {r[key]['rounds']} / {r[key]['pair_rounds']} |"
+                + f" | **{rat['P4Inv (target phase)']:.2f}** ({quartiles(r, key)}) "
+                + f"| {r[key]['rounds']} / {r[key]['pair_rounds']} |"
             )
         lines.append("")
     lines += [
