@@ -149,19 +149,23 @@ def median_time(fn: Callable[[], None], reps: int) -> float:
 
 
 def interleaved_samples(
-    steps: dict[str, Callable[[], None]], budget_s: float, max_rounds: int
+    steps: dict[str, Callable[[], None]],
+    budget_s: float,
+    max_rounds: int,
+    reference: str = "nn.Linear",
+    full_blocks: tuple[str, ...] = (*TARGET_PAIR, *P4_METHODS),
 ) -> dict[str, list[float]]:
     """Seconds per step of each method, one sample per round: blocks of consecutive steps interleaved
     round-robin, so the blocks of one round ran within a fraction of a second of each other."""
     samples: dict[str, list[float]] = {name: [] for name in steps}
     t = time.perf_counter()
-    steps["nn.Linear"]()
-    block = max(MIN_BLOCK, int(0.02 / (time.perf_counter() - t)))
+    steps[reference]()
+    block = max(MIN_BLOCK, int(0.02 / (time.perf_counter() - t)))  # ~20 ms of the reference's steps
     start = time.perf_counter()
     rounds = 0
     while rounds < 3 or (time.perf_counter() - start < budget_s and rounds < max_rounds):
         for name, fn in steps.items():
-            reps = block if name in TARGET_PAIR or name in P4_METHODS else max(1, block // 8)
+            reps = block if name in full_blocks else max(1, block // 8)
             fn()  # untimed: brings this method's tensors back into cache after the other methods ran
             t = time.perf_counter()
             for _ in range(reps):
@@ -172,13 +176,13 @@ def interleaved_samples(
 
 
 def paired_ratio(
-    samples: dict[str, list[float]], name: str, extra_s: float = 0.0
+    samples: dict[str, list[float]], name: str, extra_s: float = 0.0, reference: str = "nn.Linear"
 ) -> tuple[float, float, float]:
     """Median and quartiles over rounds of ``(t_name + extra) / t_nn.Linear`` within each round.
 
     Pairing blocks that ran back to back cancels the host's slow drifts, which move the two medians of a
     whole phase apart by up to ±0.1 in the ratio on this shared machine."""
-    per_round = [(t + extra_s) / base for t, base in zip(samples[name], samples["nn.Linear"], strict=True)]
+    per_round = [(t + extra_s) / base for t, base in zip(samples[name], samples[reference], strict=True)]
     q1, med, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else [per_round[0]] * 3
     return med, q1, q3
 
@@ -211,9 +215,16 @@ def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
         layer.u.normal_(std=0.1 / n**0.5)
     x = torch.randn(BATCH, n)
     reps = max(5, min(200, int(2e8 / (BATCH * n * n))))
-    with torch.no_grad():
-        t_fwd = median_time(lambda: layer(x), reps)
-        t_inv = median_time(lambda: layer.inverse(x), reps)
+    with torch.no_grad():  # forward and inverse in alternating blocks; the ratio paired per round
+        passes = interleaved_samples(
+            {"forward": lambda: layer(x), "inverse": lambda: layer.inverse(x)},
+            2.0,
+            200,
+            reference="forward",
+            full_blocks=("forward", "inverse"),
+        )
+    t_fwd = statistics.median(passes["forward"])
+    t_inv = t_fwd * paired_ratio(passes, "inverse", reference="forward")[0]
 
     def merge() -> None:
         with torch.no_grad():
