@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from p4inv_step import BATCH, PlainLinear, make_step
+from p4inv_step import BATCH, PlainLinear, make_step, paired_ratio
 from torch import nn
 
 from p4lightning import P4Inv
@@ -99,7 +99,8 @@ FACTORIES: dict[str, Callable[[int], nn.Module]] = {
 PHASES = ("forward", "loss", "zero_grad", "backward", "Adam")
 
 
-def interleaved(steps: dict[str, Callable[[], None]], rounds: int, block: int) -> dict[str, float]:
+def interleaved(steps: dict[str, Callable[[], None]], rounds: int, block: int) -> dict[str, list[float]]:
+    """Seconds per step, one sample per round of back-to-back blocks."""
     samples: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, fn in steps.items():
@@ -108,7 +109,7 @@ def interleaved(steps: dict[str, Callable[[], None]], rounds: int, block: int) -
             for _ in range(block):
                 fn()
             samples[name].append((time.perf_counter() - t) / block)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return samples
 
 
 def phase_times(module: nn.Module, x: torch.Tensor, steps: int) -> dict[str, float]:
@@ -145,8 +146,9 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(BATCH, args.n)
     steps = {name: make_step(factory(args.n), x) for name, factory in FACTORIES.items()}
-    medians = interleaved(steps, args.rounds, args.block)
-    base = medians["nn.Linear"]
+    samples = interleaved(steps, args.rounds, args.block)
+    medians = {name: statistics.median(v) for name, v in samples.items()}
+    paired = {name: paired_ratio(samples, name) for name in samples}
     phases = {name: phase_times(FACTORIES[name](args.n), x, 400) for name in ("nn.Linear", "P4Inv")}
     command = f"python benchmarks/p4inv_floor.py --n {args.n} --rounds {args.rounds} --block {args.block}"
     lines = [
@@ -154,12 +156,16 @@ def main() -> None:
         "",
         f"Command: `{command}`  ",
         f"torch {torch.__version__}, {platform.machine()}, 1 thread, n = {args.n}, batch {BATCH}, float32, "
-        "Adam, input needing no grad; medians over interleaved blocks, ratios to `nn.Linear` in the same run. "
+        "Adam, input needing no grad; blocks interleaved round-robin, ratio = median over rounds of the ratio "
+        "to the `nn.Linear` block of the same round (quartiles in brackets). "
         "No merge amortisation here (see `p4inv_step.md`).",
         "",
-        "| step | ms | / nn.Linear |",
+        "| step | ms (median) | / nn.Linear (quartiles) |",
         "|---|---|---|",
-        *(f"| {name} | {t * 1e3:.3f} | {t / base:.3f} |" for name, t in medians.items()),
+        *(
+            f"| {name} | {medians[name] * 1e3:.3f} | {med:.3f} ({q1:.3f}–{q3:.3f}) |"
+            for name, (med, q1, q3) in paired.items()
+        ),
         "",
         "Phases of one step (ms, medians of 300 consecutive steps each, not interleaved):",
         "",
@@ -177,7 +183,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(
-        json.dumps({"command": command, "median_s": medians, "phases_s": phases}, indent=1)
+        json.dumps(
+            {"command": command, "samples_s": samples, "paired_ratio": paired, "phases_s": phases}, indent=1
+        )
     )
     print(text)
 

@@ -236,8 +236,8 @@ class P4Inv(P4Module, Bijection):
         self, dtype: torch.dtype, bias: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(P, Q, u, v, bias)`` for a pass in ``dtype``: P, u, v and the bias cast to it (no operation when
-        they already are), Q in the bookkeeping precision. Reads the parameter and buffer dicts directly:
-        ``nn.Module.__getattr__`` costs about 0.6 µs a name, and this runs on every call of the layer."""
+        they already are), Q in the bookkeeping precision. Reads the parameter and buffer dicts directly rather
+        than through ``nn.Module.__getattr__``: this runs on every call of the layer."""
         params, buffers = self._parameters, self._buffers
         u, v = params["u"], params["v"]
         if self.parametrization == "matrix":
