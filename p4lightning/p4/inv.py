@@ -207,13 +207,21 @@ class P4Inv(P4Module, Bijection):
     #   parametrization="matrix":  P = A,    Q = A^-1,  ln|det A| = +ln|det P|
     #   parametrization="inverse": P = A^-1, Q = A,     ln|det A| = -ln|det P|
     # ------------------------------------------------------------------------------------------------
+    def _pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P, Q)``, read from the buffer dict directly rather than through ``nn.Module.__getattr__``
+        (this runs on every call of the layer)."""
+        buffers = self._buffers
+        if self.parametrization == "matrix":
+            return buffers["matrix"], buffers["inverse_matrix"]
+        return buffers["inverse_matrix"], buffers["matrix"]
+
     @property
     def _perturbed(self) -> torch.Tensor:
-        return self.matrix if self.parametrization == "matrix" else self.inverse_matrix
+        return self._pair()[0]
 
     @property
     def _tracked_inverse(self) -> torch.Tensor:
-        return self.inverse_matrix if self.parametrization == "matrix" else self.matrix
+        return self._pair()[1]
 
     @property
     def _det_orientation(self) -> float:
@@ -232,25 +240,18 @@ class P4Inv(P4Module, Bijection):
     # ------------------------------------------------------------------------------------------------
     # Bijection interface
     # ------------------------------------------------------------------------------------------------
-    def _fetch(
+    def _perturbation(
         self, dtype: torch.dtype, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(P, Q, u, v, bias)`` for a pass in ``dtype``: P, u, v and the bias cast to it (no operation when
-        they already are), Q in the bookkeeping precision. Reads the parameter and buffer dicts directly rather
-        than through ``nn.Module.__getattr__``: this runs on every call of the layer."""
-        params, buffers = self._parameters, self._buffers
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(u, v, bias)`` cast to ``dtype`` (no operation when they already are), read from the parameter
+        dict directly (as in :meth:`_pair`)."""
+        params = self._parameters
         u, v = params["u"], params["v"]
-        if self.parametrization == "matrix":
-            p, q = buffers["matrix"], buffers["inverse_matrix"]
-        else:
-            p, q = buffers["inverse_matrix"], buffers["matrix"]
-        if p.dtype != dtype:
-            p = p.to(dtype)
         if u.dtype != dtype:
             u, v = u.to(dtype), v.to(dtype)
         if bias is not None and bias.dtype != dtype:
             bias = bias.to(dtype)
-        return p, q, u, v, bias
+        return u, v, bias
 
     def _apply_perturbed(
         self, x: torch.Tensor, bias: torch.Tensor | None, offset_sign: float
@@ -259,7 +260,10 @@ class P4Inv(P4Module, Bijection):
         (shape ``(*, n)``) and ``ladj`` :math:`= s\ln|\det\mathbf{A}| + \ln|G|` (shape ``(*)``), as one fused
         autograd node (:func:`~p4lightning.p4.rank_one.rank_one_affine`: one batch product, no n × n
         temporary, no tensor operation outside the node when the dtypes already agree)."""
-        p, q, u, v, bias = self._fetch(x.dtype, bias)
+        p, q = self._pair()
+        if p.dtype != x.dtype:
+            p = p.to(x.dtype)
+        u, v, bias = self._perturbation(x.dtype, bias)
         flat = x if x.dim() == 2 else x.reshape(-1, self.dim)
         y, ladj = rank_one_affine(
             flat, p, q, u, v, bias, self._buffers["log_abs_det"], offset_sign=offset_sign
@@ -275,7 +279,8 @@ class P4Inv(P4Module, Bijection):
         with :math:`\mathbf{z} = \mathbf{Q}(\mathbf{y} - \mathbf{c})` (Sherman–Morrison, eq. 3) and ``ladj``
         :math:`= s\ln|\det\mathbf{A}| - \ln|G|`, as one fused autograd node
         (:func:`~p4lightning.p4.rank_one.rank_one_solve`: one batch product with Q, O(n²) besides)."""
-        _, q, u, v, bias = self._fetch(y.dtype, bias)
+        q = self._pair()[1]  # the solve casts Q for its batch product itself
+        u, v, bias = self._perturbation(y.dtype, bias)
         flat = y if y.dim() == 2 else y.reshape(-1, self.dim)
         x, ladj = rank_one_solve(flat, q, u, v, bias, self._buffers["log_abs_det"], offset_sign=offset_sign)
         if y.dim() != 2:

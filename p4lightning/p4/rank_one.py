@@ -104,22 +104,27 @@ def _log_factor(
     log_sign: float,
     host_scalars: bool,
     like: torch.Tensor,
-) -> tuple[torch.Tensor, float | None, torch.Tensor | None]:
+) -> tuple[torch.Tensor, float | torch.Tensor]:
     r""":math:`G = 1 + \mathbf{v}^\top\mathbf{Q}\mathbf{u}` and ``ladj`` :math:`= s\,d + \sigma\ln|G|` with
     :math:`\sigma` = ``log_sign``, one value per row of ``like``, in ``like``'s dtype.
 
-    Returns ``(ladj, G as a float, None)`` with host scalars, ``(ladj, None, G as a 0-d tensor)`` without."""
+    Returns ``(ladj, G)``: G a Python float with host scalars, a 0-d tensor without."""
     n_rows = like.shape[0]
     if host_scalars:
         g = 1.0 + float(torch.dot(vq, qu))
         base = 0.0 if offset is None else offset_sign * float(offset)
         value = base + log_sign * _log_abs(g)
-        return torch.full((n_rows,), value, dtype=like.dtype, device=like.device), g, None
+        return torch.full((n_rows,), value, dtype=like.dtype, device=like.device), g
     g_tensor = torch.dot(vq, qu).add_(1.0)
     log_g = g_tensor.abs().log().mul_(log_sign)
     if offset is not None:
         log_g = log_g.add_(offset.to(log_g.dtype), alpha=offset_sign)
-    return log_g.to(like.dtype).expand(n_rows), None, g_tensor
+    return log_g.to(like.dtype).expand(n_rows), g_tensor
+
+
+def _inverse_g(g: float | torch.Tensor) -> float | torch.Tensor:
+    """:math:`1/G` in G's representation (IEEE ``±inf`` for ``G = 0`` either way)."""
+    return _ieee_div(1.0, g) if isinstance(g, float) else torch.reciprocal(g)
 
 
 def _as_bookkeeping(q: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,15 +143,15 @@ def _affine_forward(
     host_scalars: bool,
     keep_qtv: bool,
 ) -> tuple[torch.Tensor, ...]:
-    """``(y, ladj, xv, Qu, Q^T v or None, G float or None, G tensor or None)`` without autograd."""
+    """``(y, ladj, xv, Qu, Q^T v or None, G)`` without autograd (G: see :func:`_log_factor`)."""
     xv = torch.mv(x, v)
     y = torch.outer(xv, u) if bias is None else torch.addr(bias, xv, u)
     y.addmm_(x, p.T)
     uq, vq = _as_bookkeeping(q, u, v)
     qu = torch.mv(q, uq)
     qtv = torch.mv(q.T, vq) if keep_qtv else None  # for the backward, while Q is in cache
-    ladj, g, g_tensor = _log_factor(vq, qu, offset, offset_sign, 1.0, host_scalars, x)
-    return y, ladj, xv, qu, qtv, g, g_tensor
+    ladj, g = _log_factor(vq, qu, offset, offset_sign, 1.0, host_scalars, x)
+    return y, ladj, xv, qu, qtv, g
 
 
 class _RankOneAffine(torch.autograd.Function):
@@ -163,26 +168,25 @@ class _RankOneAffine(torch.autograd.Function):
         offset_sign: float,
         host_scalars: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        y, ladj, xv, qu, qtv, g, g_tensor = _affine_forward(
+        y, ladj, xv, qu, qtv, g = _affine_forward(
             x, p, q, u, v, bias, offset, offset_sign, host_scalars, keep_qtv=ctx.needs_input_grad[3]
         )
-        ctx.g = g
+        ctx.g = g  # a float, or a 0-d intermediate tensor (neither an input nor an output)
         ctx.offset_sign = offset_sign
-        ctx.save_for_backward(x, p, q, u, v, xv, qu, qtv, g_tensor)
+        ctx.save_for_backward(x, p, q, u, v, xv, qu, qtv)
         return y, ladj
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor, grad_ladj: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, p, q, u, v, xv, qu, qtv, g_tensor = ctx.saved_tensors
+        x, p, q, u, v, xv, qu, qtv = ctx.saved_tensors
         need_x, _, _, need_u, need_v, need_b, need_offset = ctx.needs_input_grad[:7]
         if torch.is_grad_enabled():  # create_graph=True: differentiable formulas from the inputs
             grads = _differentiable_backward(x, p, q, u, v, grad_y, grad_ladj, ctx.needs_input_grad)
         else:
             grads = [None] * 4
             gl_sum = grad_ladj.sum()
-            scale = (
-                _ieee_div(float(gl_sum), ctx.g) if ctx.g is not None else gl_sum.to(g_tensor.dtype) / g_tensor
-            )
+            inv_g = _inverse_g(ctx.g)
+            scale = float(gl_sum) * inv_g if isinstance(inv_g, float) else gl_sum.to(inv_g.dtype) * inv_g
             gyu = torch.mv(grad_y, u) if (need_v or need_x) else None
             if need_u:
                 grads[1] = _add_scaled(torch.mv(grad_y.T, xv), qtv, scale)
@@ -267,7 +271,7 @@ def _solve_forward(
     host_scalars: bool,
     keep_w: bool,
 ) -> tuple[torch.Tensor, ...]:
-    r"""``(x, ladj, Qu, Q^T v or None, G float or None, G tensor or None)`` without autograd.
+    r"""``(x, ladj, Qu, Q^T v or None, G)`` without autograd (G: see :func:`_log_factor`).
 
     :math:`\mathbf{z} = \mathbf{Q}(\mathbf{y} - \mathbf{c})` is one batch product (the bias enters it as
     :math:`-\mathbf{Q}\mathbf{c}` when :math:`n \le N`, an O(n²) product instead of an O(Nn) subtraction), then
@@ -276,7 +280,7 @@ def _solve_forward(
     q_y = q if q.dtype == y.dtype else q.to(y.dtype)
     r = torch.mv(q, uq)  # Q u
     w = torch.mv(q.T, vq) if keep_w else None  # Q^T v for the backward, while Q is in cache
-    ladj, g, g_tensor = _log_factor(vq, r, offset, offset_sign, -1.0, host_scalars, y)
+    ladj, g = _log_factor(vq, r, offset, offset_sign, -1.0, host_scalars, y)
     if bias is None:
         z = torch.mm(y, q_y.T)
     elif q.shape[0] <= y.shape[0]:
@@ -284,11 +288,11 @@ def _solve_forward(
     else:
         z = torch.mm(y - bias, q_y.T)
     s = torch.mv(z, v)  # v^T Q (y - b), per row
-    if g is not None:
+    if isinstance(g, float):
         x = z.addr_(s, r.to(y.dtype), alpha=_ieee_div(-1.0, g))
     else:
-        x = z.addr_(s, torch.div(r, g_tensor).neg_().to(y.dtype))
-    return x, ladj, r, w, g, g_tensor
+        x = z.addr_(s, torch.div(r, g).neg_().to(y.dtype))
+    return x, ladj, r, w, g
 
 
 class _RankOneSolve(torch.autograd.Function):
@@ -304,25 +308,21 @@ class _RankOneSolve(torch.autograd.Function):
         offset_sign: float,
         host_scalars: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, ladj, r, w, g, g_tensor = _solve_forward(
-            y, q, u, v, bias, offset, offset_sign, host_scalars, keep_w=True
-        )
-        ctx.g = g
+        x, ladj, r, w, g = _solve_forward(y, q, u, v, bias, offset, offset_sign, host_scalars, keep_w=True)
+        ctx.g = g  # a float, or a 0-d intermediate tensor
         ctx.offset_sign = offset_sign
-        ctx.save_for_backward(y, bias, q, u, v, x, r, w, g_tensor)
+        ctx.save_for_backward(y, bias, q, u, v, x, r, w)
         return x, ladj
 
     @staticmethod
     def backward(ctx: Any, grad_x: torch.Tensor, grad_ladj: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        y, bias, q, u, v, x, r, w, g_tensor = ctx.saved_tensors
+        y, bias, q, u, v, x, r, w = ctx.saved_tensors
         need_offset = ctx.needs_input_grad[5]
         if torch.is_grad_enabled():  # create_graph=True: x rebuilt differentiably from y and the bias
             yb = y if bias is None else y - bias
             grads = _differentiable_solve_backward(yb, q, u, v, grad_x, grad_ladj, ctx.needs_input_grad)
         else:
-            grads = _solve_backward(
-                q, u, v, x, r, w, ctx.g, g_tensor, grad_x, grad_ladj, ctx.needs_input_grad
-            )
+            grads = _solve_backward(q, u, v, x, r, w, ctx.g, grad_x, grad_ladj, ctx.needs_input_grad)
         grad_y, grad_u, grad_v, grad_b = grads
         grad_offset = ctx.offset_sign * grad_ladj.sum() if need_offset else None
         return grad_y, None, grad_u, grad_v, grad_b, grad_offset, None, None
@@ -335,8 +335,7 @@ def _solve_backward(
     x: torch.Tensor,
     r: torch.Tensor,
     w: torch.Tensor,
-    g: float | None,
-    g_tensor: torch.Tensor | None,
+    g: float | torch.Tensor,
     grad_x: torch.Tensor,
     grad_ladj: torch.Tensor,
     needs: tuple[bool, ...],
@@ -358,10 +357,7 @@ def _solve_backward(
     need_y, _, need_u, need_v, need_b = needs[:5]
     qd = q.dtype
     gl_sum = grad_ladj.sum()
-    if g is not None:
-        inv_g = _ieee_div(1.0, g)
-    else:
-        inv_g = torch.reciprocal(g_tensor)
+    inv_g = _inverse_g(g)
     grads: list[torch.Tensor | None] = [None] * 4
 
     def m_transpose(a: torch.Tensor) -> torch.Tensor:  # M^T a in q's precision
@@ -378,7 +374,7 @@ def _solve_backward(
         grads[3] = m_transpose(grad_x.sum(0)).neg_().to(u.dtype)
     if need_y:
         q_y = q if qd == grad_x.dtype else q.to(grad_x.dtype)
-        coef = gxr * (-inv_g) if g is not None else gxr * (-inv_g).to(gxr.dtype)
+        coef = gxr * (-inv_g) if isinstance(inv_g, float) else gxr * (-inv_g).to(gxr.dtype)
         grads[0] = torch.outer(coef, w.to(grad_x.dtype)).addmm_(grad_x, q_y)
     return grads
 
