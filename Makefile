@@ -33,7 +33,7 @@ test: lint
 	$(PY) -m pytest p4lightning tests
 
 bench: setup
-	$(PY) benchmarks/p4inv_step.py --budget 16 --out docs/benchmarks/p4inv_step
+	$(PY) benchmarks/p4inv_step.py --budget 24 --out docs/benchmarks/p4inv_step
 	$(PY) benchmarks/p4inv_floor.py --out docs/benchmarks/p4inv_floor
 	$(PY) benchmarks/p4inv_floor.py --n 1024 --rounds 30 --block 4 --out docs/benchmarks/p4inv_floor_1024
 	$(PY) benchmarks/drift.py --out docs/benchmarks/drift.json

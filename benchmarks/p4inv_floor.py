@@ -8,10 +8,17 @@ float32, one thread, input needing no grad), timed in interleaved blocks in one 
 * ``minimal``: the same map and log-det as one bare ``torch.autograd.Function`` — no validation, no dtype or
   shape handling, no parametrisation switch, G as a Python float — i.e. a floor for an eager step of this
   math with three parameter tensors (u, v, b);
-* ``minimal, (u, v) packed``: the same with u and v in one ``(2, n)`` parameter (one Adam tensor fewer).
+* ``minimal, (u, v) packed``: the same with u and v in one ``(2, n)`` parameter (one Adam tensor fewer);
+* ``no rank-one arithmetic``: the same batch product with the same bias, parameters (u, v, b), loss shape
+  and Adam, as one autograd node that does *none* of the rank-one work (u and v get zero gradients, the
+  log-det is a constant) — a lower bound for any eager step with these three parameters. ``minimal`` minus
+  this is what the rank-one arithmetic itself (x·v, the two passes over A⁻¹ for G and its gradient, the
+  backward's matrix-vector products) costs here.
 
 Then a phase breakdown of one step (forward, loss, ``zero_grad``, backward, Adam) for ``nn.Linear`` and
-``P4Inv``, each phase's median over consecutive steps.
+``P4Inv``, each phase's median over consecutive steps; and what the two passes over A⁻¹ that
+:math:`G = 1 + \mathbf{v}^\top\mathbf{A}^{-1}\mathbf{u}` and its gradient need (:math:`\mathbf{A}^{-1}\mathbf{u}`,
+:math:`\mathbf{A}^{-\top}\mathbf{v}`) cost on top of the forward's batch product, done four ways.
 
 Run: ``python benchmarks/p4inv_floor.py --out docs/benchmarks/p4inv_floor``
 """
@@ -70,6 +77,30 @@ class _MinimalPacked(torch.autograd.Function):
         return None, torch.stack((gu, gv)), gb, None, None, None
 
 
+class _NoRankOne(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x, u, v, b, a):  # noqa: ANN001, ANN205
+        ctx.shapes = (u.shape, v.shape)
+        return torch.addmm(b, x, a.T), torch.full((x.shape[0],), 0.5)
+
+    @staticmethod
+    def backward(ctx: Any, gy, gl):  # noqa: ANN001, ANN205
+        (u_shape, v_shape) = ctx.shapes
+        return None, gy.new_zeros(u_shape), gy.new_zeros(v_shape), gy.sum(0), None
+
+
+class NoRankOne(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("a", torch.eye(n))
+        self.u = nn.Parameter(torch.zeros(n))
+        self.v = nn.Parameter(torch.randn(n))
+        self.b = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _NoRankOne.apply(x, self.u, self.v, self.b, self.a)
+
+
 class Minimal(nn.Module):
     def __init__(self, n: int, packed: bool = False) -> None:
         super().__init__()
@@ -95,6 +126,7 @@ FACTORIES: dict[str, Callable[[int], nn.Module]] = {
     "P4Inv": lambda n: P4Inv(n, check_inputs=False),
     "minimal": Minimal,
     "minimal, (u, v) packed": lambda n: Minimal(n, packed=True),
+    "no rank-one arithmetic": NoRankOne,
 }
 PHASES = ("forward", "loss", "zero_grad", "backward", "Adam")
 
@@ -133,6 +165,51 @@ def phase_times(module: nn.Module, x: torch.Tensor, steps: int) -> dict[str, flo
     return {p: statistics.median(v) for p, v in samples.items()}
 
 
+def inverse_passes(n: int, rounds: int) -> dict[str, float]:
+    """Extra seconds of A⁻¹u and A⁻ᵀv over the batch product ``x Aᵀ`` alone (medians of per-round paired
+    differences), the products made: by two ``mv`` calls right after the batch product (as in the layer);
+    by the same two calls with nothing in between (A⁻¹ left in cache by the previous round's pair); row
+    block by row block, both products per block while it is in L2; and by ``torch.compile`` (inductor)."""
+    x, a, q = torch.randn(BATCH, n), torch.randn(n, n), torch.randn(n, n)
+    u, v = torch.randn(n), torch.randn(n)
+    rows = max(1, (256 * 1024) // (4 * n))  # 256 KiB blocks
+
+    def two() -> None:
+        torch.mv(q, u)
+        torch.mv(q.T, v)
+
+    def blocked() -> None:
+        r, w = torch.empty(n), torch.zeros(n)
+        for i in range(0, n, rows):
+            block = q[i : i + rows]
+            torch.mv(block, u, out=r[i : i + rows])
+            w.addmv_(block.T, v[i : i + rows])
+
+    compiled = torch.compile(lambda q, u, v: (q @ u, q.T @ v), fullgraph=True)
+    compiled(q, u, v)
+    fns: dict[str, Callable[[], None]] = {
+        "batch product alone": lambda: torch.mm(x, a.T),
+        "+ two mv": lambda: (torch.mm(x, a.T), two()),
+        "+ blocked": lambda: (torch.mm(x, a.T), blocked()),
+        "+ compiled": lambda: (torch.mm(x, a.T), compiled(q, u, v)),
+        "two mv alone, A⁻¹ in cache": two,
+    }
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()
+            t = time.perf_counter()
+            fn()
+            fn()
+            samples[name].append((time.perf_counter() - t) / 2)
+    base = samples["batch product alone"]
+    out = {"batch product alone": statistics.median(base)}
+    for name in list(fns)[1:4]:
+        out[name] = statistics.median(t - b for t, b in zip(samples[name], base, strict=True))
+    out["two mv alone, A⁻¹ in cache"] = statistics.median(samples["two mv alone, A⁻¹ in cache"])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,6 +227,7 @@ def main() -> None:
     medians = {name: statistics.median(v) for name, v in samples.items()}
     paired = {name: paired_ratio(samples, name) for name in samples}
     phases = {name: phase_times(FACTORIES[name](args.n), x, 400) for name in ("nn.Linear", "P4Inv")}
+    passes = inverse_passes(args.n, max(10, args.rounds // 2))
     command = f"python benchmarks/p4inv_floor.py --n {args.n} --rounds {args.rounds} --block {args.block}"
     lines = [
         "# P⁴Inv's step against the cheapest eager step of the same math",
@@ -178,13 +256,27 @@ def main() -> None:
             for name, p in phases.items()
         ),
         "",
+        f"The two passes over A⁻¹ (n = {args.n}; µs, medians of per-round paired differences to the batch "
+        f"product `x Aᵀ` alone, which took {passes['batch product alone'] * 1e3:.3f} ms):",
+        "",
+        "| A⁻¹u and A⁻ᵀv made by | extra µs |",
+        "|---|---|",
+        *(f"| {name} | {t * 1e6:.0f} |" for name, t in passes.items() if name != "batch product alone"),
+        "",
     ]
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(
         json.dumps(
-            {"command": command, "samples_s": samples, "paired_ratio": paired, "phases_s": phases}, indent=1
+            {
+                "command": command,
+                "samples_s": samples,
+                "paired_ratio": paired,
+                "phases_s": phases,
+                "inverse_passes_s": passes,
+            },
+            indent=1,
         )
     )
     print(text)

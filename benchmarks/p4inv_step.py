@@ -13,7 +13,12 @@ with the input not requiring grad (the first layer) and requiring grad (a layer 
 * ``P4Inv inverse``: the same layer trained through its inverse (Sherman–Morrison) pass, as a flow's
   likelihood is evaluated (no target; reported for context).
 
-Also: P⁴Inv's inverse pass against its forward pass (no grad), and the merge and correction costs.
+The two methods the targets compare are timed a second time *compiled*: each step's forward, log-det and
+loss as one ``torch.compile``-d function (``fullgraph=True``, default backend; backward from AOTAutograd,
+Adam eager), against the equally compiled ``nn.Linear`` step.
+
+Also: P⁴Inv's inverse pass against its forward pass (no grad; eager and compiled), and the merge and
+correction costs.
 Each method runs blocks of consecutive steps (caches warm, as in training: one untimed step first, then
 ~20 ms of ``nn.Linear`` steps and never fewer than ``MIN_BLOCK``); blocks are interleaved round-robin in
 one process. Each ratio is the median over rounds of (method's block) / (nn.Linear's block of the same
@@ -126,17 +131,37 @@ FACTORIES: dict[str, Callable[[int], nn.Module]] = {
 P4_METHODS = ("P4Inv", "P4Inv inverse")
 
 
-def make_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+def make_step(module: nn.Module, x: torch.Tensor, compiled: bool = False) -> Callable[[], None]:
+    """One training step. ``compiled``: forward, log-det and loss as one ``torch.compile``-d function
+    (``fullgraph=True``, default backend), its backward from AOTAutograd; ``zero_grad``, ``backward()`` and
+    Adam stay eager — the usual way to compile a training step."""
     opt = torch.optim.Adam(module.parameters(), lr=1e-4)
 
-    def step() -> None:
+    def objective(x: torch.Tensor) -> torch.Tensor:
         y, ladj = module(x)
-        loss = 0.5 * y.square().sum(-1).mean() - ladj.mean()
+        return 0.5 * y.square().sum(-1).mean() - ladj.mean()
+
+    loss_fn = torch.compile(objective, fullgraph=True) if compiled else objective
+
+    def step() -> None:
+        loss = loss_fn(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     return step
+
+
+def compiled_steps(names: tuple[str, ...], n: int, x: torch.Tensor) -> dict[str, Callable[[], None]]:
+    """Compiled steps of fresh modules, compiled and warmed up here. Dynamo's cache is reset first: every
+    step compiles the same ``objective`` code, and past ``torch._dynamo.config.cache_size_limit`` entries it
+    would silently run eager."""
+    torch._dynamo.reset()
+    steps = {name: make_step(FACTORIES[name](n), x, compiled=True) for name in names}
+    for fn in steps.values():
+        fn()
+        fn()
+    return steps
 
 
 def median_time(fn: Callable[[], None], reps: int) -> float:
@@ -199,8 +224,10 @@ def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
         # with the O(n^3) methods, whose temporaries sweep the caches, P4Inv's step measures 5-25 % slower
         # at n >= 1024 even after a warm-up step; training never interleaves those, so the targets use
         # phase 1 (both phases are reported).
-        pair = interleaved_samples({name: steps[name] for name in TARGET_PAIR}, budget_s / 2, max_rounds)
-        every = interleaved_samples(steps, budget_s / 2, max_rounds)
+        pair = interleaved_samples({name: steps[name] for name in TARGET_PAIR}, budget_s / 3, max_rounds)
+        # Phase 3: the target pair again, each step's forward + loss compiled (see make_step).
+        compiled = interleaved_samples(compiled_steps(TARGET_PAIR, n, x), budget_s / 3, max_rounds)
+        every = interleaved_samples(steps, budget_s / 3, max_rounds)
         result[f"grad_input={requires_grad}"] = {
             "median_s": {name: statistics.median(v) for name, v in every.items()},
             "rounds": len(every["nn.Linear"]),
@@ -208,6 +235,9 @@ def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
             "pair_median_s": {name: statistics.median(v) for name, v in pair.items()},
             "pair_rounds": len(pair["nn.Linear"]),
             "pair_samples_s": pair,
+            "compiled_median_s": {name: statistics.median(v) for name, v in compiled.items()},
+            "compiled_rounds": len(compiled["nn.Linear"]),
+            "compiled_samples_s": compiled,
         }
 
     layer = P4Inv(n, check_inputs=False)
@@ -225,6 +255,20 @@ def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
         )
     t_fwd = statistics.median(passes["forward"])
     t_inv = t_fwd * paired_ratio(passes, "inverse", reference="forward")[0]
+    torch._dynamo.reset()
+    forward_c = torch.compile(lambda x: layer(x), fullgraph=True)
+    inverse_c = torch.compile(lambda x: layer.inverse(x), fullgraph=True)
+    with torch.no_grad():
+        for fn in (forward_c, inverse_c):
+            fn(x)
+        passes_c = interleaved_samples(
+            {"forward": lambda: forward_c(x), "inverse": lambda: inverse_c(x)},
+            2.0,
+            200,
+            reference="forward",
+            full_blocks=("forward", "inverse"),
+        )
+    inverse_over_forward_compiled = paired_ratio(passes_c, "inverse", reference="forward")[0]
 
     def merge() -> None:
         with torch.no_grad():
@@ -234,6 +278,7 @@ def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
     t_merge = median_time(merge, max(3, reps // 4))
     t_correct = median_time(lambda: layer.correct_inverse(), 3)
     result["p4inv_ops_s"] = {"forward": t_fwd, "inverse": t_inv, "merge": t_merge, "correction": t_correct}
+    result["inverse_over_forward_compiled"] = inverse_over_forward_compiled
     return result
 
 
@@ -253,11 +298,12 @@ def ratios(result: dict[str, object]) -> dict[str, dict[str, float]]:
             name: paired_ratio(every, name, amortised if name in P4_METHODS else 0.0)[0] for name in every
         }
         out[key]["P4Inv (target phase)"] = paired_ratio(result[key]["pair_samples_s"], "P4Inv", amortised)[0]
+        out[key]["P4Inv (compiled)"] = paired_ratio(result[key]["compiled_samples_s"], "P4Inv", amortised)[0]
     return out
 
 
-def quartiles(result: dict[str, object], key: str) -> str:
-    _, q1, q3 = paired_ratio(result[key]["pair_samples_s"], "P4Inv", amortised_s(result))
+def quartiles(result: dict[str, object], key: str, phase: str = "pair_samples_s") -> str:
+    _, q1, q3 = paired_ratio(result[key][phase], "P4Inv", amortised_s(result))
     return f"{q1:.2f}–{q3:.2f}"
 
 
@@ -269,9 +315,11 @@ def write_markdown(results: list[dict[str, object]], out: Path, command: str) ->
         f"torch {torch.__version__}, {platform.machine()}, 1 thread, batch {BATCH}, float32, Adam. "
         "Blocks of consecutive steps interleaved round-robin; each ratio is the median over rounds of the ratio to the `nn.Linear` block **of the same round** (the ms column is nn.Linear's median). P⁴Inv includes the merge "
         f"every {MERGE_EVERY} steps and the correction every {CORRECT_EVERY_MERGES} merges, amortised. "
-        "*Target phase*: nn.Linear and P4Inv interleaved with each other only (half the budget); the other "
-        "columns come from the phase interleaving all methods, where the O(n³) methods' temporaries sweep the caches "
-        "between P4Inv's blocks.",
+        "*Target phase*: nn.Linear and P4Inv interleaved with each other only (a third of the budget); "
+        "*compiled*: the same pair with each step's forward, log-det and loss as one `torch.compile`-d function "
+        "(`fullgraph=True`, inductor; backward from AOTAutograd; Adam eager), ratio to the compiled nn.Linear "
+        "step (a third); the other columns come from the phase interleaving all methods, eager, where the O(n³) "
+        "methods' temporaries sweep the caches between P4Inv's blocks.",
         "",
     ]
     for key, title in (
@@ -282,8 +330,9 @@ def write_markdown(results: list[dict[str, object]], out: Path, command: str) ->
         lines += [
             "| n | nn.Linear (ms) | "
             + " | ".join(FACTORIES)
-            + " | **P4Inv, target phase** (quartiles) | rounds (all / target phase) |",
-            "|---|---|" + "---|" * (len(FACTORIES) + 2),
+            + " | **P4Inv, target phase** (quartiles) | **P4Inv, compiled** (quartiles) "
+            + "| rounds (all / target / compiled) |",
+            "|---|---|" + "---|" * (len(FACTORIES) + 3),
         ]
         for r in results:
             rat = ratios(r)[key]
@@ -292,20 +341,23 @@ def write_markdown(results: list[dict[str, object]], out: Path, command: str) ->
                 f"| {r['n']} | {base_ms:.3f} | "
                 + " | ".join(f"{rat[name]:.2f}" for name in FACTORIES)
                 + f" | **{rat['P4Inv (target phase)']:.2f}** ({quartiles(r, key)}) "
-                + f"| {r[key]['rounds']} / {r[key]['pair_rounds']} |"
+                + f"| **{rat['P4Inv (compiled)']:.2f}** ({quartiles(r, key, 'compiled_samples_s')}) "
+                + f"| {r[key]['rounds']} / {r[key]['pair_rounds']} / {r[key]['compiled_rounds']} |"
             )
         lines.append("")
     lines += [
         "## P⁴Inv operations",
         "",
-        "| n | forward (ms, no grad) | inverse / forward | merge (ms) | merge / step | correction (ms) |",
-        "|---|---|---|---|---|---|",
+        "| n | forward (ms, no grad) | inverse / forward | inverse / forward, compiled | merge (ms) "
+        "| merge / step | correction (ms) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ops = r["p4inv_ops_s"]
         step = r["grad_input=False"]["median_s"]["P4Inv"]
         lines.append(
             f"| {r['n']} | {ops['forward'] * 1e3:.3f} | {ops['inverse'] / ops['forward']:.2f} | "
+            f"{r['inverse_over_forward_compiled']:.2f} | "
             f"{ops['merge'] * 1e3:.3f} | {ops['merge'] / step:.2f} | {ops['correction'] * 1e3:.1f} |"
         )
     text = "\n".join(lines) + "\n"

@@ -53,9 +53,17 @@ def all_finite(x: torch.Tensor) -> bool:
 def check_finite(x: torch.Tensor, name: str = "x") -> None:
     """Require every entry of ``x`` to be finite (no NaN, no ±inf).
 
+    Inside ``torch.compile`` the check becomes an in-graph assertion (``torch._assert_async``), so a checked
+    layer still compiles to one graph: there a non-finite input raises :class:`RuntimeError` with the same
+    leading words (without the counts) when the compiled code runs, instead of breaking the graph at a
+    host read of the result.
+
     Raises:
         ValueError: naming how many entries are NaN or infinite.
     """
+    if torch.compiler.is_compiling():
+        torch._assert_async(torch.isfinite(x).all(), f"{name} must be finite; got NaN or infinite entries")
+        return
     if not all_finite(x):
         finite = torch.isfinite(x)
         n_nan = int(torch.isnan(x).sum())

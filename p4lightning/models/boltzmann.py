@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 
 from p4lightning._validation import check_features, check_positive_int
 from p4lightning.flows.blocks import realnvp_flow
 from p4lightning.flows.sequential import StandardNormal
 from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, TorsionKL
+from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.protocol import find_p4_modules
 from p4lightning.systems.alanine import CARTESIAN_ATOMS, N_ATOMS, Z_MATRIX, alanine_dipeptide
 from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
@@ -37,7 +37,7 @@ from p4lightning.systems.observables import phi_psi
 __all__ = ["BoltzmannGenerator"]
 
 
-class BoltzmannGenerator(pl.LightningModule):
+class BoltzmannGenerator(CompileSafeLightningModule):
     r"""RealNVP Boltzmann generator for alanine dipeptide, with P⁴Inv or fixed swaps between couplings.
 
     Args:

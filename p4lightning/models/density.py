@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import pytorch_lightning as pl
 import torch
 
 from p4lightning._validation import check_choice, check_features, check_positive_int
@@ -22,6 +21,7 @@ from p4lightning.flows.bent import BentIdentity, InverseBentIdentity
 from p4lightning.flows.coupling import RealNVPCoupling
 from p4lightning.flows.permutation import Swap
 from p4lightning.flows.sequential import SequentialFlow, StandardNormal
+from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.inv import P4Inv
 
 __all__ = ["DensityEstimator", "p4inv_bent_flow", "small_realnvp_flow"]
@@ -52,7 +52,7 @@ def small_realnvp_flow(n_blocks: int = 5, dim: int = 2, hidden: tuple[int, ...] 
     return SequentialFlow(layers)
 
 
-class DensityEstimator(pl.LightningModule):
+class DensityEstimator(CompileSafeLightningModule):
     """Fit a flow to samples by maximum likelihood.
 
     Args:

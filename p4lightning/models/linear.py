@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from p4lightning._validation import check_choice, check_features, check_positive_int
+from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.inv import P4Inv
 
 __all__ = ["LinearFit"]
@@ -16,7 +16,7 @@ __all__ = ["LinearFit"]
 Mode = Literal["linear", "p4inv", "inverse-p4inv"]
 
 
-class LinearFit(pl.LightningModule):
+class LinearFit(CompileSafeLightningModule):
     r"""Minimise :math:`J = \mathbb{E}\|\tilde{\mathbf{A}}\mathbf{x} - \mathbf{y}\|^2` (+ the P⁴ penalty) from
     :math:`\tilde{\mathbf{A}} = \mathbf{I}`.
 

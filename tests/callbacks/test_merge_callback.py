@@ -210,3 +210,31 @@ def test_sharding_strategy_is_rejected():
 def test_invalid_arguments_raise(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         P4MergeCallback(**kwargs)
+
+
+def _fit_linear_compiled(compiled: bool):
+    pl.seed_everything(0)
+    model = LinearFit(5, lr=2e-2, optimizer="adam", float64_bookkeeping=True)
+    cb = P4MergeCallback(every_n_steps=3, force_every_n_merges=2, correct_every_n_merges=3, seed=3)
+    # aot_eager: Dynamo's trace and AOTAutograd's joint graph (what a merge could invalidate), no C++ build
+    fitted = torch.compile(model, backend="aot_eager") if compiled else model
+    _trainer(callbacks=[cb], max_epochs=2).fit(fitted, datamodule=_data(shuffle=False))
+    return model, cb
+
+
+def test_compiled_lightning_module_trains_like_the_eager_one_across_merges():
+    """``trainer.fit(torch.compile(model))``: Lightning compiles the training step, merges rewrite A, A⁻¹ and
+    ln|det A| in place between steps, and the compiled run must follow the eager one merge for merge."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    try:
+        compiled, compiled_cb = _fit_linear_compiled(compiled=True)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the step really ran compiled
+    finally:
+        torch._dynamo.reset()
+    eager, eager_cb = _fit_linear_compiled(compiled=False)
+    assert compiled_cb.schedule.rounds == eager_cb.schedule.rounds == 8
+    assert compiled_cb.schedule.totals == eager_cb.schedule.totals
+    assert int(compiled.layer.merges_accepted) > 0
+    for key, value in eager.layer.state_dict().items():
+        torch.testing.assert_close(compiled.layer.state_dict()[key], value, rtol=1e-6, atol=1e-7, msg=key)
