@@ -212,6 +212,33 @@ def paired_ratio(
     return med, q1, q3
 
 
+def _phase_record(prefix: str, samples: dict[str, list[float]]) -> dict[str, object]:
+    """One timing phase as stored in the JSON: medians, round count and raw samples, keys ``prefix``-ed."""
+    return {
+        f"{prefix}median_s": {name: statistics.median(v) for name, v in samples.items()},
+        f"{prefix}rounds": len(samples["nn.Linear"]),
+        f"{prefix}samples_s": samples,
+    }
+
+
+def _inverse_over_forward(
+    forward: Callable[[torch.Tensor], object], inverse: Callable[[torch.Tensor], object], x: torch.Tensor
+) -> tuple[float, float]:
+    """``(forward seconds, inverse / forward)`` without grad: alternating blocks, the ratio paired per round
+    (one untimed call of each first, which also compiles a compiled pair)."""
+    with torch.no_grad():
+        forward(x)
+        inverse(x)
+        passes = interleaved_samples(
+            {"forward": lambda: forward(x), "inverse": lambda: inverse(x)},
+            2.0,
+            200,
+            reference="forward",
+            full_blocks=("forward", "inverse"),
+        )
+    return statistics.median(passes["forward"]), paired_ratio(passes, "inverse", reference="forward")[0]
+
+
 def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
     torch.manual_seed(0)
     result: dict[str, object] = {"n": n}
@@ -229,15 +256,9 @@ def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
         compiled = interleaved_samples(compiled_steps(TARGET_PAIR, n, x), budget_s / 3, max_rounds)
         every = interleaved_samples(steps, budget_s / 3, max_rounds)
         result[f"grad_input={requires_grad}"] = {
-            "median_s": {name: statistics.median(v) for name, v in every.items()},
-            "rounds": len(every["nn.Linear"]),
-            "samples_s": every,
-            "pair_median_s": {name: statistics.median(v) for name, v in pair.items()},
-            "pair_rounds": len(pair["nn.Linear"]),
-            "pair_samples_s": pair,
-            "compiled_median_s": {name: statistics.median(v) for name, v in compiled.items()},
-            "compiled_rounds": len(compiled["nn.Linear"]),
-            "compiled_samples_s": compiled,
+            **_phase_record("", every),
+            **_phase_record("pair_", pair),
+            **_phase_record("compiled_", compiled),
         }
 
     layer = P4Inv(n, check_inputs=False)
@@ -245,30 +266,12 @@ def bench_size(n: int, budget_s: float, max_rounds: int) -> dict[str, object]:
         layer.u.normal_(std=0.1 / n**0.5)
     x = torch.randn(BATCH, n)
     reps = max(5, min(200, int(2e8 / (BATCH * n * n))))
-    with torch.no_grad():  # forward and inverse in alternating blocks; the ratio paired per round
-        passes = interleaved_samples(
-            {"forward": lambda: layer(x), "inverse": lambda: layer.inverse(x)},
-            2.0,
-            200,
-            reference="forward",
-            full_blocks=("forward", "inverse"),
-        )
-    t_fwd = statistics.median(passes["forward"])
-    t_inv = t_fwd * paired_ratio(passes, "inverse", reference="forward")[0]
+    t_fwd, inverse_over_forward = _inverse_over_forward(layer.forward, layer.inverse, x)
+    t_inv = t_fwd * inverse_over_forward
     torch._dynamo.reset()
-    forward_c = torch.compile(lambda x: layer(x), fullgraph=True)
-    inverse_c = torch.compile(lambda x: layer.inverse(x), fullgraph=True)
-    with torch.no_grad():
-        for fn in (forward_c, inverse_c):
-            fn(x)
-        passes_c = interleaved_samples(
-            {"forward": lambda: forward_c(x), "inverse": lambda: inverse_c(x)},
-            2.0,
-            200,
-            reference="forward",
-            full_blocks=("forward", "inverse"),
-        )
-    inverse_over_forward_compiled = paired_ratio(passes_c, "inverse", reference="forward")[0]
+    _, inverse_over_forward_compiled = _inverse_over_forward(
+        torch.compile(layer.forward, fullgraph=True), torch.compile(layer.inverse, fullgraph=True), x
+    )
 
     def merge() -> None:
         with torch.no_grad():
