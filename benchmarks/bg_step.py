@@ -1,121 +1,192 @@
-r"""Boltzmann-generator step time with the OpenMM workers and the training process running together.
+r"""Paper-size Boltzmann-generator step times as ratios measured in one run (issue: speed that makes this practical).
 
-Each configuration runs in a fresh process (OpenMP reads ``OMP_*`` variables when torch loads), training the
-demo-sized P⁴Inv Boltzmann generator (8 blocks, batch 256) on the shipped data with 2 energy workers:
+The paper's BG (25 blocks, hidden [60, 60], batch 256, float32, Adam, one torch thread) in four variants —
+fixed swaps or P⁴Inv swaps, eager or ``torch.compile``-d density pass (``BoltzmannGenerator(compile=True)``) —
+timed in interleaved rounds: each round runs a block of consecutive ML steps (NLL of a data batch, backward,
+Adam) of every variant, and every ratio is the median over rounds of the ratio of two blocks *of the same round*
+(this machine is shared and noisy). P⁴Inv steps include the merge every 100 steps, amortised (a merge each 100th
+step of the block sequence).
 
-* ``ML step``: density estimation only (the workers idle);
-* ``energy step``: ML on 256 frames + the energy term on 128 generated samples (workers busy while torch waits).
+With ``--energy``, the energy-phase step (ML on 256 frames + the KL term on 256 generated samples, eager P⁴Inv
+model) with the torch energy (``TorchEnergy``, in-process) against the OpenMM worker pool (2 pinned workers),
+also in interleaved rounds.
 
-Configurations: torch's defaults; ``OMP_WAIT_POLICY=PASSIVE``; one torch thread (what ``make`` and the
-``p4lightning`` command set, because of this benchmark); and one torch thread with unpinned workers. Rounds alternate configurations; medians over rounds, ratios
-to the defaults. Run: ``python benchmarks/bg_step.py --out docs/benchmarks/bg_step``
+Run: ``python benchmarks/bg_step.py --rounds 12 --block 5 --energy --out docs/benchmarks/bg_step``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import platform
 import statistics
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-CONFIGS = {
-    "torch defaults (2 threads), pinned workers": ({}, True),
-    "OMP_WAIT_POLICY=PASSIVE, pinned workers": ({"OMP_WAIT_POLICY": "PASSIVE"}, True),
-    "torch 1 thread, pinned workers": ({"OMP_NUM_THREADS": "1"}, True),
-    "torch 1 thread, unpinned workers": ({"OMP_NUM_THREADS": "1"}, False),
-}
+import torch
+
+ROOT = Path(__file__).parents[1]
 
 
-def child(pin: bool, steps: int) -> dict[str, float]:
-    import warnings
-
-    import torch
-
-    warnings.filterwarnings("ignore")
-    from p4lightning.data.md_datamodule import MDTrajectoryDataModule
+def make_model(mixing: str, compile: bool, data: torch.Tensor) -> tuple[object, Callable[[torch.Tensor], None]]:
     from p4lightning.models.boltzmann import BoltzmannGenerator
+
+    torch.manual_seed(0)
+    model = BoltzmannGenerator(mixing=mixing, n_blocks=25, hidden=[60, 60])
+    model.transform.fit_(data.reshape(-1, 22, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    density = torch.compile(model.log_density) if compile else model.log_density
+    p4 = model._p4_modules
+    count = [0]
+    merge_generator = torch.Generator().manual_seed(0)
+
+    def step(x: torch.Tensor) -> None:
+        loss = -density(x).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        count[0] += 1
+        if count[0] % 100 == 0:
+            with torch.no_grad():
+                for m in p4:
+                    m.merge(generator=merge_generator)
+
+    return model, step
+
+
+def timed_block(step: Callable[[torch.Tensor], None], data: torch.Tensor, n: int, g: torch.Generator) -> float:
+    batches = [data[torch.randint(0, len(data), (256,), generator=g)] for _ in range(n)]
+    t = time.perf_counter()
+    for x in batches:
+        step(x)
+    return (time.perf_counter() - t) / n
+
+
+def ml_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
+    variants = {(m, c): None for m in ("swap", "p4inv") for c in (False, True)}
+    compile_s = {}
+    for key in variants:
+        _, step = make_model(key[0], key[1], data)
+        t = time.perf_counter()
+        step(data[:256])  # compiles (compiled variants); warm-up
+        step(data[256:512])
+        compile_s[f"{key[0]}{' compiled' if key[1] else ''}"] = time.perf_counter() - t
+        variants[key] = step
+    g = torch.Generator().manual_seed(1)
+    times: dict[tuple[str, bool], list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for key, step in variants.items():
+            times[key].append(timed_block(step, data, block, g))
+
+    def ratio(a: tuple[str, bool], b: tuple[str, bool]) -> dict[str, float]:
+        r = sorted(x / y for x, y in zip(times[a], times[b], strict=True))
+        q = statistics.quantiles(r, n=4) if len(r) >= 4 else [r[0], statistics.median(r), r[-1]]
+        return {"median": statistics.median(r), "q1": q[0], "q3": q[2]}
+
+    return {
+        "ms": {f"{m}{' compiled' if c else ''}": 1e3 * statistics.median(v) for (m, c), v in times.items()},
+        "first_two_steps_s": compile_s,
+        "ratios": {
+            "p4inv / swap, eager": ratio(("p4inv", False), ("swap", False)),
+            "p4inv / swap, compiled": ratio(("p4inv", True), ("swap", True)),
+            "p4inv compiled / p4inv eager": ratio(("p4inv", True), ("p4inv", False)),
+            "swap compiled / swap eager": ratio(("swap", True), ("swap", False)),
+            "p4inv compiled / swap eager": ratio(("p4inv", True), ("swap", False)),
+        },
+    }
+
+
+def energy_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
     from p4lightning.systems.alanine import alanine_dipeptide
     from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
+    from p4lightning.systems.torch_energy import TorchEnergy
 
-    root = Path(__file__).parents[1]
-    dm = MDTrajectoryDataModule(
-        [str(root / "data/ala2_600K.dcd")], str(root / "data/ala2.pdb"), batch_size=256
-    )
-    dm.setup()
-    torch.manual_seed(0)
-    model = BoltzmannGenerator(n_blocks=8)
-    model.transform.fit_(dm.train.reshape(-1, 22, 3))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    times: dict[str, list[float]] = {"ml": [], "energy": []}
-    with OpenMMEnergy(alanine_dipeptide().system, 600.0, n_workers=2, pin=pin) as energy:
-        for i in range(steps + 3):
-            for kind in ("ml", "energy"):
-                x = dm.train[torch.randint(0, len(dm.train), (256,))]
-                t = time.perf_counter()
-                loss = -model.log_density(x).mean()
-                if kind == "energy":
-                    xg, log_q = model.sample(128)
-                    u = energy(xg.reshape(-1, 22, 3)).to(xg.dtype)
-                    loss = loss + 0.05 * (regularize_energy(u)[0] + log_q).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if i >= 3:
-                    times[kind].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()} | {"torch_threads": torch.get_num_threads()}
+    ala2 = alanine_dipeptide(600.0)
+    model, _ = make_model("p4inv", False, data)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    ops = {"torch": TorchEnergy(ala2.system, 600.0), "openmm": OpenMMEnergy(ala2.system, 600.0, n_workers=2)}
+    g = torch.Generator().manual_seed(2)
+
+    def step(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
+        loss = -model.log_density(x).mean()
+        xg, log_q = model.sample(256, g)
+        u = energy(xg.reshape(-1, 22, 3)).to(xg.dtype)
+        loss = loss + 0.05 * (regularize_energy(u)[0] + log_q).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    times: dict[str, list[float]] = {k: [] for k in ops}
+    try:
+        for op in ops.values():
+            step(op, data[:256])
+        for _ in range(rounds):
+            for name, op in ops.items():
+                times[name].append(timed_block(lambda x, op=op: step(op, x), data, block, g))
+    finally:
+        ops["openmm"].close()
+    r = sorted(a / b for a, b in zip(times["torch"], times["openmm"], strict=True))
+    return {
+        "ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
+        "torch / openmm": statistics.median(r),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=15)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--block", type=int, default=5, help="consecutive steps per variant and round")
+    parser.add_argument("--energy", action="store_true", help="also time the energy-phase step")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/bg_step"))
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child is not None:
-        print(json.dumps(child(args.child == "pin", args.steps)))
-        return
-    results: dict[str, list[dict[str, float]]] = {k: [] for k in CONFIGS}
-    for _ in range(args.rounds):
-        for name, (env, pin) in CONFIGS.items():
-            clean = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", "pin" if pin else "nopin", "--steps", str(args.steps)],
-                env={**clean, **env},
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    med = {
-        name: {k: statistics.median(r[k] for r in runs) for k in ("ml", "energy")}
-        for name, runs in results.items()
-    }
-    base = med[next(iter(CONFIGS))]
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    from p4lightning.data.md_datamodule import load_positions
+
+    data = torch.from_numpy(
+        load_positions([str(ROOT / "data/ala2_600K.dcd")], str(ROOT / "data/ala2.pdb"), 22)
+    ).reshape(-1, 66)
+    t0 = time.perf_counter()
+    result = {"ml": ml_phase(data, args.rounds, args.block)}
+    if args.energy:
+        result["energy"] = energy_phase(data, max(4, args.rounds // 2), args.block)
+    result["wall_s"] = time.perf_counter() - t0
+    result["machine"] = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"
+    ml = result["ml"]
     lines = [
-        "# Boltzmann-generator step time with energy workers running",
+        "# Paper-size Boltzmann-generator step (25 blocks, batch 256, float32, one torch thread)",
         "",
-        f"Command: `python benchmarks/bg_step.py --rounds {args.rounds} --steps {args.steps}`  ",
-        "Demo-sized P⁴Inv BG (8 blocks), batch 256, energy term on 128 samples, 2 OpenMM workers; "
-        f"median of {args.steps} steps per process, median over {args.rounds} alternating rounds.",
+        f"Command: `python benchmarks/bg_step.py --rounds {args.rounds} --block {args.block}"
+        f"{' --energy' if args.energy else ''}` ({result['wall_s'] / 60:.1f} min). Medians of per-round ratios "
+        "(quartiles in brackets); ms are medians of per-step block means.",
         "",
-        "| configuration | ML step (ms) | ratio | energy step (ms) | ratio |",
-        "|---|---|---|---|---|",
+        "| variant | ML step (ms) | first two steps (s, compilation included) |",
+        "|---|---|---|",
     ]
-    for name, m in med.items():
-        lines.append(
-            f"| {name} | {m['ml'] * 1e3:.1f} | {m['ml'] / base['ml']:.2f} | {m['energy'] * 1e3:.1f} | {m['energy'] / base['energy']:.2f} |"
-        )
+    for name, ms in ml["ms"].items():
+        lines.append(f"| {name} | {ms:.1f} | {ml['first_two_steps_s'][name]:.1f} |")
+    lines += ["", "| ratio | median | quartiles |", "|---|---|---|"]
+    for name, r in ml["ratios"].items():
+        lines.append(f"| {name} | {r['median']:.3f} | {r['q1']:.3f}–{r['q3']:.3f} |")
+    if args.energy:
+        e = result["energy"]
+        lines += [
+            "",
+            "Energy-phase step (P⁴Inv, eager; ML on 256 frames + KL on 256 samples):",
+            "",
+            "| energy | step (ms) |",
+            "|---|---|",
+            *[f"| {k} | {v:.1f} |" for k, v in e["ms"].items()],
+            "",
+            f"torch / OpenMM pool: **{e['torch / openmm']:.3f}** (median of per-round ratios)",
+        ]
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"median_s": med, "raw": results}, indent=1))
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     print(text)
 
 

@@ -21,7 +21,13 @@ threads there slowed the pool's next batch by 25-60 %, which is a property of th
 of training, whose process runs torch on one thread and holds no OpenMM context. The parent runs torch on
 one thread except in the last row.
 
+With ``--torch-energy``: :class:`~p4lightning.systems.torch_energy.TorchEnergy` (energy + forces by autograd, in
+the parent, one torch thread) for batches of 256, 1,024 and 4,096, float32 and float64, eager and compiled, against
+the 2-worker pool and a one-context loop (``Threads=1``, timed in the parent, OpenMM's compiled entry points) on
+the same batches, rounds interleaved; every ratio is the median of per-round ratios to the pool.
+
 Run: ``python benchmarks/energy_throughput.py --out docs/benchmarks/energy_throughput``
+and ``python benchmarks/energy_throughput.py --torch-energy --rounds 7 --out docs/benchmarks/torch_energy``
 """
 
 from __future__ import annotations
@@ -106,6 +112,82 @@ def pool_only(args: argparse.Namespace) -> None:
     print(text)
 
 
+def torch_energy(args: argparse.Namespace) -> None:
+    """TorchEnergy variants against the 2-worker pool and a one-context loop, batches 256 / 1,024 / 4,096."""
+    from p4lightning.systems.torch_energy import TorchEnergy
+
+    torch.set_num_threads(1)
+    ala2 = alanine_dipeptide(600.0)
+    energy = TorchEnergy(ala2.system, 600.0)
+    rng = np.random.default_rng(0)
+    pool = EnergyWorkerPool(ala2.system, n_workers=2)
+    context = openmm.Context(
+        ala2.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"}
+    )
+
+    def energy_and_forces(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach().requires_grad_(True)
+        u = energy.potential(x)
+        (g,) = torch.autograd.grad(u.sum(), x)
+        return u.detach(), -g
+
+    compiled = torch.compile(energy_and_forces, dynamic=False)
+    rows: list[dict[str, object]] = []
+    compile_s: dict[str, float] = {}
+    for batch in (256, 1024, 4096):
+        xyz = ala2.positions[None] + 0.01 * rng.standard_normal((batch, 22, 3))
+        e_ref = pool.evaluate(xyz)[0]
+        methods = {
+            "pool, 2 workers": lambda xyz=xyz: pool.evaluate(xyz),
+            "one context, Threads=1": lambda xyz=xyz: evaluate_serially(context, xyz),
+        }
+        for dtype in (torch.float32, torch.float64):
+            x = torch.tensor(xyz, dtype=dtype)
+            tag = "float32" if dtype == torch.float32 else "float64"
+            methods[f"torch {tag}, eager"] = lambda x=x: energy_and_forces(x)
+            t = time.perf_counter()
+            u, _ = compiled(x)
+            compile_s[f"{batch} {tag}"] = time.perf_counter() - t
+            err = np.abs(u.double().numpy() - e_ref).max() / np.abs(e_ref).max()
+            assert err < (1e-4 if dtype == torch.float32 else 1e-9), f"torch {tag} disagrees with OpenMM: {err}"
+            methods[f"torch {tag}, compiled"] = lambda x=x: compiled(x)
+        times: dict[str, list[float]] = {k: [] for k in methods}
+        for fn in methods.values():
+            fn()
+        for _ in range(args.rounds):
+            for name, fn in methods.items():
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+        for name, ts in times.items():
+            ratios = [p / t for p, t in zip(times["pool, 2 workers"], ts, strict=True)]
+            rows.append({
+                "batch": batch, "method": name, "ms": 1e3 * statistics.median(ts),
+                "per_s": batch / statistics.median(ts), "speedup_vs_pool": statistics.median(ratios),
+            })  # fmt: skip
+    pool.close()
+    lines = [
+        "# TorchEnergy throughput: energy + forces of alanine dipeptide (OBC1, no constraints), one torch thread",
+        "",
+        f"Command: `python benchmarks/energy_throughput.py --torch-energy --rounds {args.rounds}`  ",
+        f"OpenMM {openmm.__version__}, torch {torch.__version__}; median of {args.rounds} interleaved rounds; "
+        "speed-up = median of per-round ratios (pool time / method time). Compilation (first call): "
+        + ", ".join(f"{k}: {v:.0f} s" for k, v in compile_s.items()),
+        "",
+        "| batch | method | ms per batch | conformations/s | speed-up vs 2-worker pool |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['batch']} | {r['method']} | {r['ms']:.1f} | {r['per_s']:.0f} | {r['speedup_vs_pool']:.2f} |"
+            for r in rows
+        ],
+    ]
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "compile_s": compile_s}, indent=1))
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,7 +201,11 @@ def main() -> None:
         help="time only the pool (1 and 2 workers, lean and public calls): no plain-loop process and no "
         "torch threads beside it, the situation of a training step waiting for its energies",
     )
+    parser.add_argument("--torch-energy", action="store_true", help="TorchEnergy against the pool and one context")
     args = parser.parse_args()
+    if args.torch_energy:
+        torch_energy(args)
+        return
     if args.pool_only:
         pool_only(args)
         return

@@ -6,24 +6,27 @@ r"""The ``p4lightning`` command.
 * ``p4lightning sample --ckpt RUN.ckpt --n 5000 --out samples/`` — load a Boltzmann-generator checkpoint, draw
   samples with their reduced energies and log importance weights, write them as an mdtraj-readable DCD
   trajectory (+ PDB topology) and ``samples.npz``; with ``--trajectory/--topology`` of reference MD data
-  also the energy-violin and Ramachandran figures.
+  also the evaluation (figures and the metric table).
+* ``p4lightning evaluate --ckpt A.ckpt B.ckpt --trajectory 'data/.../replica_03[6-9].dcd' --topology ... --out DIR``
+  — score checkpoints against held-out MD with the field's metrics (``p4lightning.metrics``): one JSON table,
+  energy violins and Ramachandran histograms.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LightningCLI
 
-__all__ = ["main", "sample_main"]
+__all__ = ["evaluate_main", "main", "sample_main"]
 
 
 def _quiet() -> None:
@@ -44,94 +47,246 @@ def _ensure_single_openmp_thread() -> None:
         os.execv(sys.executable, [sys.executable, "-m", "p4lightning.cli", *sys.argv[1:]])
 
 
+class UsageError(Exception):
+    """A user's mistake in a ``p4lightning`` command: printed as one line, exit status 2."""
+
+
+def _load_bg(path: Path, energy: str | None = None) -> Any:
+    """A ``BoltzmannGenerator`` from checkpoint ``path`` with its energy op built; one-line errors for bad files."""
+    from p4lightning.models.boltzmann import BoltzmannGenerator
+
+    if not path.is_file():
+        raise UsageError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise UsageError(f"checkpoint {path} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = BoltzmannGenerator.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    except (KeyError, TypeError) as err:
+        raise UsageError(f"checkpoint {path} is not a BoltzmannGenerator checkpoint ({type(err).__name__}: {err})") from err
+    except Exception as err:  # torch/pickle/zip errors of truncated or garbage files
+        raise UsageError(f"checkpoint {path} is not a readable torch checkpoint (truncated or corrupt?): {err}".split("\n")[0]) from err
+    if energy is not None:
+        model.hparams.energy = energy
+    model.energy = model.make_energy()
+    return model.eval()
+
+
+def _refuse_overwrite(out: Path, names: list[str], force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not force:
+        raise UsageError(f"--out {out} already holds {', '.join(existing)}; pass --force to overwrite")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out} cannot be created: {err}") from err
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out {out} is not writable")
+
+
+def _reference(trajectories: list[str] | None, topology: str | None, what: str) -> torch.Tensor | None:
+    from p4lightning.data.md_datamodule import expand_trajectories, load_positions
+    from p4lightning.systems.alanine import N_ATOMS
+
+    if not trajectories:
+        return None
+    if not topology:
+        raise UsageError(f"{what} needs --topology")
+    try:
+        files = expand_trajectories(trajectories)
+        return torch.from_numpy(load_positions(files, topology, N_ATOMS)).reshape(-1, 3 * N_ATOMS)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+
+
+def _positive(value: int, flag: str) -> int:
+    if value < 1:
+        raise UsageError(f"{flag} must be >= 1; got {value}")
+    return value
+
+
 def sample_main(argv: list[str]) -> dict[str, object]:
-    """``p4lightning sample``: draw samples from a checkpoint; write trajectory, arrays and figures."""
+    """``p4lightning sample``: draw samples from a checkpoint; write trajectory, arrays and (with MD) the evaluation."""
     parser = argparse.ArgumentParser(prog="p4lightning sample", description=sample_main.__doc__)
     parser.add_argument("--ckpt", type=Path, required=True, help="BoltzmannGenerator checkpoint")
     parser.add_argument("--n", type=int, default=5000, help="number of samples")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--chunk", type=int, default=1000, help="samples per energy batch")
-    parser.add_argument("--workers", type=int, default=None, help="OpenMM worker processes")
-    parser.add_argument("--platform", default="CPU", help="OpenMM platform")
-    parser.add_argument(
-        "--trajectory", nargs="*", default=None, help="reference MD trajectory for the figures"
-    )
-    parser.add_argument("--topology", default=None, help="topology (PDB) of the reference trajectory")
+    parser.add_argument("--chunk", type=int, default=2048, help="samples per batch")
+    parser.add_argument("--energy", choices=("torch", "openmm"), default=None, help="energy op (default: the model's)")
+    parser.add_argument("--trajectory", nargs="*", default=None, help="held-out MD (files or globs) to evaluate against")
+    parser.add_argument("--topology", default=None, help="topology (PDB) of the MD trajectories")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
     args = parser.parse_args(argv)
-    if not args.ckpt.is_file():
-        parser.error(f"checkpoint not found: {args.ckpt}")
-    if args.n < 1:
-        parser.error(f"--n must be >= 1; got {args.n}")
+    _positive(args.n, "--n")
+    _positive(args.chunk, "--chunk")
+    if args.trajectory and not args.topology:
+        raise UsageError("--trajectory needs --topology")
+    names = ["samples.dcd", "topology.pdb", "samples.npz", "summary.json"]
+    if args.trajectory:
+        names += ["energy_violins.png", "ramachandran.png"]
+    _refuse_overwrite(args.out, names, args.force)
+    reference = _reference(args.trajectory, args.topology, "--trajectory")
     import mdtraj
-    from tqdm.auto import tqdm
 
     from p4lightning._io import atomic_path
-    from p4lightning.models.boltzmann import BoltzmannGenerator
+    from p4lightning.metrics.definitions import energy_statistics
+    from p4lightning.metrics.evaluation import evaluate_model, write_json
     from p4lightning.systems.alanine import N_ATOMS, alanine_dipeptide
-    from p4lightning.systems.energy import OpenMMEnergy
 
-    model = BoltzmannGenerator.load_from_checkpoint(args.ckpt, map_location="cpu")
-    model.eval()
-    torch.manual_seed(args.seed)
+    model = _load_bg(args.ckpt, args.energy)
+    g = torch.Generator().manual_seed(args.seed)
+    xs, lqs = [], []
+    with torch.no_grad():
+        for start in range(0, args.n, args.chunk):
+            x, log_q = model.sample(min(args.chunk, args.n - start), g)
+            xs.append(x)
+            lqs.append(log_q.double())
+        x, log_q = torch.cat(xs), torch.cat(lqs)
+        u = model.energies(x.double()).double()
     ala2 = alanine_dipeptide(model.hparams.temperature)
-    xs, us, lqs = [], [], []
-    with (
-        OpenMMEnergy(ala2.system, model.hparams.temperature, args.workers, args.platform) as energy,
-        torch.no_grad(),
-    ):
-        model.energy = energy
-        for start in tqdm(range(0, args.n, args.chunk), desc="sampling", unit="batch"):
-            out = model.evaluate_samples(min(args.chunk, args.n - start))
-            xs.append(out["x"])
-            us.append(out["u"])
-            lqs.append(out["log_q"])
-        model.energy = None
-    x, u, log_q = torch.cat(xs), torch.cat(us).double(), torch.cat(lqs).double()
-    args.out.mkdir(parents=True, exist_ok=True)
     traj = mdtraj.Trajectory(x.reshape(-1, N_ATOMS, 3).float().numpy(), ala2.mdtraj_topology())
     with atomic_path(args.out / "samples.dcd") as tmp:
         traj.save_dcd(str(tmp))
     ala2.write_pdb(args.out / "topology.pdb")
+    threshold = float(model.data_energy_max)
     with atomic_path(args.out / "samples.npz") as tmp:
-        np.savez(tmp, energies_kT=u.numpy(), log_q=log_q.numpy(), log_weights=(-u - log_q).numpy())
-    from p4lightning.metrics.sampling import EnergyStatistics
+        np.savez(
+            tmp, energies_kT=u.numpy(), log_q=log_q.numpy(), log_weights=(-u - log_q).numpy(),
+            low_energy_threshold_kT=threshold, temperature_K=model.hparams.temperature,
+        )  # fmt: skip
+    summary: dict[str, object] = {"n": args.n, "samples": energy_statistics(u, threshold)}
+    if reference is not None:
+        from p4lightning.plots.molecules import plot_evaluations
 
-    stats = EnergyStatistics(float(model.data_energy_max), sync_on_compute=False)
-    stats.update(u)
-    energy = stats.compute()
-    summary: dict[str, object] = {
-        "n": args.n,
-        "energy_mean_kT": float(energy["mean"]),
-        "low_energy_fraction": float(energy["low_energy_fraction"]),
-        "low_energy_threshold_kT": float(model.data_energy_max),
-    }
-    if args.trajectory:
-        if not args.topology:
-            parser.error("--trajectory needs --topology")
-        from p4lightning.data.md_datamodule import load_positions
-        from p4lightning.plots.molecules import plot_energy_violins, plot_ramachandran
-        from p4lightning.systems.observables import phi_psi
-
-        ref = torch.from_numpy(load_positions(args.trajectory, args.topology, N_ATOMS))
-        with OpenMMEnergy(ala2.system, model.hparams.temperature, args.workers, args.platform) as energy:
-            u_ref = energy(ref.double()).numpy()
-        plot_energy_violins(
-            {"MD data": u_ref, "BG samples": u.numpy()},
-            float(model.data_energy_max),
-            args.out / "energy_violins.png",
-        )
-        phi_r, psi_r = phi_psi(ref)
-        phi_s, psi_s = phi_psi(x)
-        plot_ramachandran(
-            {"MD data": (phi_r.numpy(), psi_r.numpy()), "BG samples": (phi_s.numpy(), psi_s.numpy())},
-            args.out / "ramachandran.png",
-        )
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(
-        f"wrote {args.n} samples to {args.out / 'samples.dcd'} (+ topology.pdb, samples.npz, summary.json): {summary}"
-    )
+        ev = evaluate_model(model, reference, args.n, seed=args.seed)
+        plot_evaluations({"BG samples": ev}, args.out)
+        summary = ev.metrics
+    write_json(summary, args.out / "summary.json")
+    print(f"wrote {args.n} samples to {args.out / 'samples.dcd'} (+ topology.pdb, samples.npz, summary.json)")
     return summary
+
+
+def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
+    """``p4lightning evaluate``: score checkpoints (or a ``sample`` folder) against held-out MD → JSON + figures.
+
+    One table for all models (``metrics.json``), one set of figures (energy violins: MD, MD + noise, each model;
+    Ramachandran histograms), each metric with its floor from ``--floor-trajectory`` (an independent MD set).
+    """
+    parser = argparse.ArgumentParser(prog="p4lightning evaluate", description=evaluate_main.__doc__)
+    parser.add_argument("--ckpt", type=Path, nargs="*", default=[], help="BoltzmannGenerator checkpoint(s)")
+    parser.add_argument("--name", nargs="*", default=None, help="a label per checkpoint (default: file stems)")
+    parser.add_argument("--samples", type=Path, default=None, help="a folder written by 'p4lightning sample'")
+    parser.add_argument("--trajectory", nargs="+", required=True, help="held-out MD (files or globs)")
+    parser.add_argument("--floor-trajectory", nargs="*", default=None, help="independent MD for the floors")
+    parser.add_argument("--topology", required=True, help="topology (PDB) of the MD trajectories")
+    parser.add_argument("--n", type=int, default=10_000, help="samples per model")
+    parser.add_argument("--noise-nm", type=float, default=0.004, help="Gaussian noise (nm) of the noisy-MD set")
+    parser.add_argument("--energy", choices=("torch", "openmm"), default=None, help="energy op (default: the model's)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
+    args = parser.parse_args(argv)
+    _positive(args.n, "--n")
+    if not args.ckpt and args.samples is None:
+        raise UsageError("give --ckpt (one or more) or --samples")
+    if not args.noise_nm >= 0:
+        raise UsageError(f"--noise-nm must be >= 0; got {args.noise_nm}")
+    names = args.name or [p.stem for p in args.ckpt]
+    if len(names) != len(args.ckpt):
+        raise UsageError(f"--name needs one label per --ckpt; got {len(names)} for {len(args.ckpt)}")
+    for p in args.ckpt:
+        if not p.is_file():
+            raise UsageError(f"checkpoint not found: {p}")
+    _refuse_overwrite(args.out, ["metrics.json", "energy_violins.png", "ramachandran.png"], args.force)
+    reference = _reference(args.trajectory, args.topology, "--trajectory")
+    floor = _reference(args.floor_trajectory, args.topology, "--floor-trajectory")
+    from p4lightning.metrics.evaluation import evaluate_model, write_json
+    from p4lightning.plots.molecules import plot_evaluations
+
+    evaluations = {}
+    for name, path in zip(names, args.ckpt, strict=True):
+        model = _load_bg(path, args.energy)
+        evaluations[name] = evaluate_model(model, reference, args.n, args.noise_nm, args.seed, floor_x=floor)
+    if args.samples is not None:
+        evaluations[args.samples.name] = _evaluate_sample_folder(args, reference, floor)
+    plot_evaluations(evaluations, args.out, args.noise_nm)
+    table = {name: ev.metrics for name, ev in evaluations.items()}
+    write_json(table, args.out / "metrics.json")
+    print(_format_table(table))
+    print(f"wrote metrics.json, energy_violins.png, ramachandran.png to {args.out}")
+    return table
+
+
+def _evaluate_sample_folder(args: argparse.Namespace, reference: torch.Tensor, floor: torch.Tensor | None) -> Any:
+    """Score a ``sample`` folder (positions, energies and log q as written) with a TorchEnergy for the MD sets."""
+    from p4lightning.metrics.evaluation import Evaluation, score
+    from p4lightning.systems.alanine import N_ATOMS, alanine_dipeptide
+    from p4lightning.systems.torch_energy import TorchEnergy
+
+    folder = args.samples
+    for name in ("samples.npz", "samples.dcd", "topology.pdb"):
+        if not (folder / name).is_file():
+            raise UsageError(f"--samples {folder} has no {name} (write it with 'p4lightning sample')")
+    arrays = np.load(folder / "samples.npz")
+    temperature = float(arrays["temperature_K"])
+    x = _reference([str(folder / "samples.dcd")], str(folder / "topology.pdb"), "--samples")
+    energy = TorchEnergy(alanine_dipeptide(temperature).system, temperature)
+
+    def u(pos: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([energy(pos[i : i + 4096].double()) for i in range(0, len(pos), 4096)])
+
+    g = torch.Generator().manual_seed(args.seed)
+    noisy = reference + args.noise_nm * torch.randn(reference.shape, generator=g)
+    ev = Evaluation(
+        samples_x=x, samples_u=torch.from_numpy(arrays["energies_kT"]).double(),
+        samples_log_q=torch.from_numpy(arrays["log_q"]).double(), md_x=reference, md_u=u(reference),
+        md_log_q=None, noisy_u=u(noisy), threshold=float(arrays["low_energy_threshold_kT"]),
+    )  # fmt: skip
+    if floor is not None:
+        ev.floor_x = floor[: len(reference)].reshape(-1, 3 * N_ATOMS)
+        ev.floor_u = u(ev.floor_x)
+    score(ev, temperature, args.noise_nm)
+    return ev
+
+
+def _format_table(table: dict[str, dict[str, Any]]) -> str:
+    """The headline metrics of each model as a plain-text table."""
+
+    def f(v: Any, fmt: str) -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    rows = [
+        ("samples", lambda m: f(m["n_samples"], "d")),
+        ("mean shift vs MD (kT)", lambda m: f(m["shift_vs_md_kT"]["mean"], ".2f")),
+        ("median shift vs MD (kT)", lambda m: f(m["shift_vs_md_kT"]["median"], ".2f")),
+        ("noise mean shift (kT)", lambda m: f(m["noise_shift_vs_md_kT"]["mean"], ".2f")),
+        ("mean shift / noise shift", lambda m: f(m["mean_shift_over_noise_shift"], ".3f")),
+        ("low-energy fraction", lambda m: f(m["samples"]["low_energy_fraction"], ".4f")),
+        ("reverse ESS", lambda m: f(m["reverse_ess"], ".4f")),
+        ("reverse ESS (clipped 1e-4)", lambda m: f(m["reverse_ess_clipped"], ".4f")),
+        ("forward ESS", lambda m: f(m["forward_ess"], ".4f")),
+        ("NLL of held-out MD", lambda m: f(m["nll_md"], ".2f")),
+        ("Ramachandran KL", lambda m: f(m["ramachandran_kl"], ".4f")),
+        ("Ramachandran TV", lambda m: f(m["ramachandran_tv"], ".4f")),
+        ("energy W2 (kT)", lambda m: f(m["energy_w2_kT"], ".3f")),
+    ]
+    names = list(table)
+    width = max(len(r[0]) for r in rows) + 2
+    lines = ["".ljust(width) + "".join(n[:14].rjust(16) for n in names)]
+    for label, get in rows:
+        lines.append(label.ljust(width) + "".join(get(table[n]).rjust(16) for n in names))
+    floor = next((m["floor"] for m in table.values() if "floor" in m), None)
+    if floor is not None:
+        lines.append(
+            f"floor (two MD sets of {floor['n']}): KL {floor['ramachandran_kl']:.4f}, TV {floor['ramachandran_tv']:.4f}, "
+            f"W2 {floor['energy_w2_kT']:.3f} kT, mean shift {floor['shift_vs_md_kT']['mean']:.2f} kT"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,8 +295,13 @@ def main(argv: list[str] | None = None) -> None:
         _ensure_single_openmp_thread()
     args = sys.argv[1:] if argv is None else argv
     _quiet()
-    if args and args[0] == "sample":
-        sample_main(args[1:])
+    commands = {"sample": sample_main, "evaluate": evaluate_main}
+    if args and args[0] in commands:
+        try:
+            commands[args[0]](args[1:])
+        except UsageError as err:
+            print(f"p4lightning {args[0]}: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         return
     LightningCLI(
         pl.LightningModule,

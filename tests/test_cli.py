@@ -46,7 +46,7 @@ def test_main_job_config_runs_at_tiny_size_and_sample_reads_its_checkpoint(tmp_p
         n_eval_samples=32,
         energy_workers=1,
     )
-    config["data"]["init_args"].update(stride=50, batch_size=32)
+    config["data"]["init_args"].update(stride=400, batch_size=32)  # 160 training frames: 5 batches an epoch
     config["trainer"].update(
         max_steps=6, check_val_every_n_epoch=1, default_root_dir=str(tmp_path), enable_progress_bar=False
     )
@@ -56,7 +56,7 @@ def test_main_job_config_runs_at_tiny_size_and_sample_reads_its_checkpoint(tmp_p
             cb["init_args"]["every_n_steps"] = 2
         if cb["class_path"].endswith("BoltzmannFigures"):
             cb["init_args"].update(out_dir=str(tmp_path / "figures"), n_samples=64)
-        if cb["class_path"].endswith("ModelCheckpoint"):
+        if cb["class_path"].endswith("Checkpoint"):
             cb["init_args"]["dirpath"] = str(tmp_path / "ckpt")
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -64,9 +64,10 @@ def test_main_job_config_runs_at_tiny_size_and_sample_reads_its_checkpoint(tmp_p
     summary = json.loads((tmp_path / "figures" / "summary.json").read_text())
     for name in ("energy_violins.png", "ramachandran.png", "training_curves.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 5_000
-    assert summary["low_energy_threshold"] == summary["low_energy_threshold"]  # not NaN
-    for key in ("energy_mean_samples", "low_energy_fraction_samples", "ess", "torsion_kl"):
+    assert summary["low_energy_threshold_kT"] is not None  # not NaN
+    for key in ("samples", "shift_vs_md_kT", "noise_shift_vs_md_kT", "reverse_ess", "ramachandran_kl", "nll_md"):
         assert key in summary
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 6
     out = tmp_path / "samples"
     main(
         [
@@ -79,8 +80,6 @@ def test_main_job_config_runs_at_tiny_size_and_sample_reads_its_checkpoint(tmp_p
             "16",
             "--out",
             str(out),
-            "--workers",
-            "1",
         ]
     )
     import mdtraj
@@ -89,6 +88,52 @@ def test_main_job_config_runs_at_tiny_size_and_sample_reads_its_checkpoint(tmp_p
     assert traj.n_frames == 40 and traj.n_atoms == 22
     arrays = __import__("numpy").load(out / "samples.npz")
     assert arrays["energies_kT"].shape == arrays["log_weights"].shape == (40,)
+    # a second run into the same folder is refused, naming the files, before any sampling
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--ckpt", str(tmp_path / "ckpt" / "last.ckpt"), "--n", "8", "--out", str(out)])
+    assert exit_info.value.code == 2
+    # evaluate: the checkpoint and the sample folder against held-out MD, with the floor from other MD
+    table = main_evaluate(tmp_path, out)
+    for name in ("last", "samples"):
+        metrics = table[name]
+        assert metrics["n_samples"] == (64 if name == "last" else 40)
+        assert 0 < metrics["reverse_ess"] <= 1 and metrics["ramachandran_kl"] >= 0
+        assert metrics["floor"]["n"] == metrics["n_md"]
+    assert table["last"]["nll_md"] is not None and table["samples"]["nll_md"] is None
+    for name in ("metrics.json", "energy_violins.png", "ramachandran.png"):
+        assert (tmp_path / "eval" / name).is_file()
+
+
+def main_evaluate(tmp_path, samples):
+    from p4lightning.cli import evaluate_main
+
+    return evaluate_main(
+        ["--ckpt", str(tmp_path / "ckpt" / "last.ckpt"), "--samples", str(samples), "--n", "64",
+         "--trajectory", "data/ala2_600K.dcd", "--topology", "data/ala2.pdb", "--floor-trajectory",
+         "data/ala2_600K.dcd", "--out", str(tmp_path / "eval")]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sample", "--ckpt", "missing.ckpt", "--n", "5", "--out", "o"], "checkpoint not found"),
+        (["sample", "--ckpt", "README.md", "--n", "0", "--out", "o"], "--n must be >= 1"),
+        (["sample", "--ckpt", "README.md", "--chunk", "-3", "--out", "o"], "--chunk must be >= 1"),
+        (["sample", "--ckpt", "README.md", "--out", "o", "--trajectory", "x.dcd"], "--trajectory needs --topology"),
+        (["sample", "--ckpt", "README.md", "--out", "README.md"], "is a file, not a folder"),
+        (["sample", "--ckpt", "README.md", "--out", "{tmp}"], "not a readable torch checkpoint"),
+        (["evaluate", "--ckpt", "a.ckpt", "--trajectory", "t.dcd", "--topology", "p.pdb", "--out", "o"], "not found"),
+    ],
+)
+def test_cli_errors_are_one_line_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    argv = [a.replace("{tmp}", str(tmp_path / "out")) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
 
 
 def test_console_script_reexecs_with_one_openmp_thread():

@@ -4,12 +4,13 @@ r"""``BoltzmannFigures``: the figures and summary of a Boltzmann-generator run, 
   noise, and of the generator's samples, with low-energy fractions (paper Fig. 6, left);
 * ``ramachandran.png`` — (φ, ψ) histograms of held-out data and of samples (Fig. 6, right);
 * ``training_curves.png`` — training NLL (and KL) and the validation metrics against the optimizer step;
-* ``summary.json`` — the numbers behind them.
+* ``summary.json`` — the numbers behind them: the full metric table of
+  :func:`p4lightning.metrics.evaluation.score` (energy statistics and shifts, reverse/forward ESS, NLL of
+  held-out MD, Ramachandran KL/TV, energy W2, with their floors), plus the last validation NLL.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,13 @@ from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
 from p4lightning._validation import check_positive_int
-from p4lightning.plots.molecules import plot_energy_violins, plot_ramachandran, plot_training_curves
-from p4lightning.systems.alanine import N_ATOMS
-from p4lightning.systems.observables import phi_psi
+from p4lightning.metrics.evaluation import evaluate_model, write_json
+from p4lightning.plots.molecules import plot_evaluations, plot_training_curves
 
 __all__ = ["BoltzmannFigures"]
 
 _TRAIN_KEYS = ("train/nll", "train/kl")
-_VAL_KEYS = ("val/nll", "val/energy_mean", "val/low_energy_fraction", "val/ess", "val/torsion_kl")
+_VAL_KEYS = ("val/nll", "val/energy_mean", "val/low_energy_fraction", "val/ess", "val/ramachandran_kl")
 
 
 class BoltzmannFigures(pl.Callback):
@@ -90,61 +90,23 @@ class BoltzmannFigures(pl.Callback):
 
     @torch.no_grad()
     def write(self, model: Any, datamodule: Any) -> dict[str, Any]:
-        """Sample, evaluate and write all figures and ``summary.json``; return the summary."""
-        reference = (
-            datamodule.test if datamodule.test is not None and len(datamodule.test) else datamodule.val
-        )
-        reference = reference.to(model.device)
-        g = torch.Generator().manual_seed(self.seed)
-        noisy = reference + self.noise_nm * torch.randn(reference.shape, generator=g).to(reference)
-        energy = model.energy
-        u_data = energy(reference.reshape(-1, N_ATOMS, 3).double()).cpu().numpy()
-        u_noisy = energy(noisy.reshape(-1, N_ATOMS, 3).double()).cpu().numpy()
-        torch.manual_seed(self.seed)
-        out = model.evaluate_samples(self.n_samples)
-        u_bg = out["u"].double().cpu().numpy()
-        threshold = float(model.data_energy_max)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        violins = plot_energy_violins(
-            {"MD data": u_data, f"MD + {self.noise_nm:g} nm noise": u_noisy, "BG samples": u_bg},
-            threshold,
-            self.out_dir / "energy_violins.png",
-        )
-        phi_d, psi_d = phi_psi(reference.cpu())
-        phi_s, psi_s = phi_psi(out["x"].cpu())
-        rama = plot_ramachandran(
-            {
-                "MD data (held out)": (phi_d.numpy(), psi_d.numpy()),
-                "BG samples": (phi_s.numpy(), psi_s.numpy()),
-            },
-            self.out_dir / "ramachandran.png",
-        )
-        curves = plot_training_curves(self.history, self.out_dir / "training_curves.png")
-        from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, TorsionKL
-
-        # rank-zero-only code: these metrics must not try to synchronise with the other ranks (deadlock)
-        ess, kl = EffectiveSampleSize(sync_on_compute=False), TorsionKL(sync_on_compute=False)
-        stats = EnergyStatistics(threshold, sync_on_compute=False)
-        stats.update(out["u"].cpu())
-        energy = stats.compute()
-        ess.update(out["log_w"].cpu())
-        kl.update(phi_d, psi_d, reference=True)
-        kl.update(phi_s, psi_s, reference=False)
-        summary = {
-            "n_samples": self.n_samples,
-            "low_energy_threshold": threshold,
-            "energy_mean_samples": float(energy["mean"]),
-            "energy_median_samples": float(out["u"].double().nanmedian()),
-            "low_energy_fraction_samples": float(energy["low_energy_fraction"]),
-            "energy_mean_data": float(u_data.mean()),
-            "energy_mean_data_noise": float(u_noisy.mean()),
-            "low_energy_fraction_data_noise": float((u_noisy < threshold).mean()),
-            "ess": float(ess.compute()),
-            "torsion_kl": float(kl.compute()),
-            "val_nll_last": self.history["val/nll"][-1][1] if self.history["val/nll"] else float("nan"),
-            "files": [p.name for p in (violins, rama, curves)] + ["summary.json"],
-        }
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        """Sample, evaluate (:func:`~p4lightning.metrics.evaluation.evaluate_model`) and write all figures and
+        ``summary.json``; return the summary. The reference is the test split (else validation); the other
+        held-out split, when there is one, gives the metrics' floor."""
+        test, val = datamodule.test, datamodule.val
+        if test is not None and len(test):
+            reference, floor = test, (val if val is not None and len(val) else None)
+        elif val is not None and len(val):
+            reference, floor = val, None
+        else:
+            raise ValueError("BoltzmannFigures needs held-out frames: the datamodule has empty val and test splits")
+        ev = evaluate_model(model, reference, self.n_samples, self.noise_nm, self.seed, floor_x=floor)
+        files = plot_evaluations({"BG samples": ev}, self.out_dir, self.noise_nm)
+        files.append(plot_training_curves(self.history, self.out_dir / "training_curves.png"))
+        summary = dict(ev.metrics)
+        summary["val_nll_last"] = self.history["val/nll"][-1][1] if self.history["val/nll"] else None
+        summary["files"] = [p.name for p in files] + ["summary.json"]
+        write_json(summary, self.out_dir / "summary.json")
         return summary
 
     @override

@@ -1,15 +1,25 @@
 r"""``MDTrajectoryDataModule``: MD trajectories (mdtraj-readable) as batches of positions ``(B, 3N)`` in nm.
 
 Files are read in :meth:`~MDTrajectoryDataModule.setup` (never in ``__init__``, so constructing the module
-from a config is free). Frames are split into train / validation / test by **contiguous blocks** in time
-order: MD frames are correlated, and a random split would leak near-duplicates of training frames into
-the validation set.
+from a config is free). MD frames are correlated, and a random split would leak near-duplicates of training
+frames into the validation set, so the split is never random:
+
+* ``split="trajectories"`` (independent replicas, e.g. ``p4lightning-md --replicas``): validation and test are
+  **whole trajectories** never seen in training (the last files in the sorted list are the test set, the ones
+  before them validation);
+* ``split="contiguous"`` (one long trajectory): contiguous blocks in time order.
+
+Entries of ``trajectories`` may be glob patterns (``data/ala2_600K_replicas/replica_*.dcd``), expanded in
+sorted order. :meth:`~MDTrajectoryDataModule.split_report` gives each split's files, frames and fraction of
+frames with :math:`\varphi > 0` (the rare left-handed basins).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import glob
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -22,25 +32,60 @@ __all__ = ["EpochSeededSampler", "MDTrajectoryDataModule", "load_positions"]
 
 
 class EpochSeededSampler(Sampler[int]):
-    """A random permutation of ``range(n)`` drawn from ``seed + epoch``.
+    """A random permutation of ``range(n)`` drawn from ``seed + epoch``, resumable in the middle of an epoch.
 
-    Lightning calls :meth:`set_epoch` at the start of every epoch, so the order depends only on the epoch, not on
-    how many epochs ran in this process: a run resumed from a checkpoint sees the same batches as one that never
-    stopped. (Under DDP Lightning substitutes a ``DistributedSampler``, which is epoch-seeded the same way.)
+    Lightning calls :meth:`set_epoch` at the start of every epoch; with ``epoch_source`` (the datamodule passes the
+    trainer's ``current_epoch``) the epoch is read from there when iteration starts. The order depends only on the
+    epoch, not on how many epochs ran in this process. A run resumed from a checkpoint taken after ``k`` batches of epoch ``e``
+    calls :meth:`resume` ``(e, k)``; that epoch then yields only the indices after its first ``k`` batches, so the
+    resumed run sees exactly the batches the uninterrupted run would have seen. (Under DDP Lightning substitutes a
+    ``DistributedSampler``, which is epoch-seeded the same way but restarts a resumed epoch from its beginning.)
     """
 
-    def __init__(self, n: int, seed: int = 0) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(
+        self, n: int, seed: int = 0, batch_size: int = 1, epoch_source: Callable[[], int] | None = None
+    ) -> None:
+        self.n, self.seed, self.batch_size, self.epoch = n, seed, batch_size, 0
+        self.epoch_source = epoch_source
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Skip the first ``batches_done`` batches of epoch ``epoch`` (once)."""
+        self.epoch = epoch
+        self._resume = (epoch, batches_done) if batches_done > 0 else None
+
     def __iter__(self):  # noqa: ANN204 - Iterator[int]
+        if self.epoch_source is not None:
+            # the trainer's epoch counter, not the argument of set_epoch: after a resume from a checkpoint written
+            # at validation end, Lightning calls set_epoch with one more than the epoch it then runs
+            self.epoch = self.epoch_source()
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g)
+        if self._resume is not None and self._resume[0] == self.epoch:
+            order = order[self._resume[1] * self.batch_size :]
+            self._resume = None
+        return iter(order.tolist())
 
     def __len__(self) -> int:
         return self.n
+
+
+def expand_trajectories(trajectories: Sequence[str | Path]) -> list[str]:
+    """Expand glob patterns (sorted); plain paths are kept as given. A pattern matching nothing raises."""
+    out: list[str] = []
+    for entry in trajectories:
+        entry = str(entry)
+        if glob.has_magic(entry):
+            matches = sorted(glob.glob(entry))
+            if not matches:
+                raise FileNotFoundError(f"trajectory pattern {entry!r} matches no file")
+            out.extend(matches)
+        else:
+            out.append(entry)
+    return out
 
 
 def load_positions(
@@ -92,15 +137,18 @@ def load_positions(
 
 
 class MDTrajectoryDataModule(pl.LightningDataModule):
-    r"""Positions from MD trajectories, split by contiguous blocks into train / val / test.
+    r"""Positions from MD trajectories, split into train / val / test by whole trajectories or contiguous blocks.
 
     Args:
-        trajectories: trajectory file(s) readable by mdtraj (DCD, HDF5, ...), frames in time order.
+        trajectories: trajectory file(s) or glob patterns, readable by mdtraj (DCD, HDF5, ...), frames in
+            time order.
         topology: topology file (PDB).
         n_atoms: expected atom count (22 for alanine dipeptide); ``None`` skips the check.
         stride: keep every ``stride``-th frame.
-        val_fraction: fraction of frames (a contiguous block after the training block) for validation.
-        test_fraction: fraction of frames (the last block) for testing.
+        split: ``"trajectories"``: validation and test are whole files (fractions of the number of files,
+            rounded, at least one file each when the fraction is > 0); ``"contiguous"``: blocks of frames.
+        val_fraction: fraction for validation (files, or a contiguous block after the training block).
+        test_fraction: fraction for testing (the last files, or the last block).
         batch_size: batch size of every loader.
         shuffle: shuffle the training frames every epoch.
         seed: seed of the shuffling.
@@ -115,6 +163,7 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         topology: str,
         n_atoms: int | None = 22,
         stride: int = 1,
+        split: Literal["contiguous", "trajectories"] = "contiguous",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         batch_size: int = 256,
@@ -131,6 +180,9 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         self.topology = str(topology)
         self.n_atoms = n_atoms
         self.stride = check_positive_int(stride, "stride")
+        if split not in ("contiguous", "trajectories"):
+            raise ValueError(f"split must be 'contiguous' or 'trajectories'; got {split!r}")
+        self.split = split
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1); got {value}")
@@ -146,11 +198,17 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         self.train: torch.Tensor | None = None
         self.val: torch.Tensor | None = None
         self.test: torch.Tensor | None = None
+        self.split_files: dict[str, list[str]] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
             return
-        xyz = load_positions(self.trajectories, self.topology, self.n_atoms, self.stride)
+        files = expand_trajectories(self.trajectories)
+        if self.split == "trajectories":
+            self._setup_by_trajectories(files)
+            return
+        self.split_files = {"train": files, "val": files, "test": files}
+        xyz = load_positions(files, self.topology, self.n_atoms, self.stride)
         n = len(xyz)
         n_val, n_test = int(round(n * self.val_fraction)), int(round(n * self.test_fraction))
         n_train = n - n_val - n_test
@@ -165,16 +223,67 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
             flat[n_train + n_val :],
         )
 
+    def _setup_by_trajectories(self, files: list[str]) -> None:
+        n = len(files)
+        n_val = max(1, round(n * self.val_fraction)) if self.val_fraction > 0 else 0
+        n_test = max(1, round(n * self.test_fraction)) if self.test_fraction > 0 else 0
+        n_train = n - n_val - n_test
+        if n_train < 1:
+            raise ValueError(
+                f"{n} trajectories are too few for a split by whole trajectories train/val/test = "
+                f"{n_train}/{n_val}/{n_test} (val_fraction {self.val_fraction}, test_fraction {self.test_fraction})"
+            )
+        self.split_files = {
+            "train": files[:n_train],
+            "val": files[n_train : n_train + n_val],
+            "test": files[n_train + n_val :],
+        }
+        parts = {}
+        for name, group in self.split_files.items():
+            if group:
+                xyz = load_positions(group, self.topology, self.n_atoms, self.stride)
+                parts[name] = torch.from_numpy(xyz.reshape(len(xyz), -1))
+            else:
+                parts[name] = torch.empty(0, 3 * (self.n_atoms or 0) if self.n_atoms else 0)
+        self.train, self.val, self.test = parts["train"], parts["val"], parts["test"]
+
+    def split_report(self) -> dict[str, dict[str, object]]:
+        """Each split's files, number of frames and fraction of frames with φ > 0 (after :meth:`setup`)."""
+        from p4lightning.systems.observables import phi_psi
+
+        if self.train is None:
+            raise RuntimeError("MDTrajectoryDataModule.setup() must run before split_report()")
+        report: dict[str, dict[str, object]] = {}
+        for name, data in (("train", self.train), ("val", self.val), ("test", self.test)):
+            frames = 0 if data is None else len(data)
+            phi = phi_psi(data)[0] if frames else torch.empty(0)
+            report[name] = {
+                "files": [Path(f).name for f in self.split_files.get(name, [])],
+                "frames": frames,
+                "phi_positive_fraction": float((phi > 0).double().mean()) if frames else float("nan"),
+            }
+        return report
+
     def _loader(self, data: torch.Tensor | None, shuffle: bool) -> DataLoader:
         if data is None:
             raise RuntimeError("MDTrajectoryDataModule.setup() must run before requesting a dataloader")
-        sampler = EpochSeededSampler(len(data), self.seed) if shuffle else None
+        sampler = EpochSeededSampler(len(data), self.seed, self.batch_size) if shuffle else None
         return DataLoader(
             TensorDataset(data), batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train, self.shuffle)
+        loader = self._loader(self.train, self.shuffle)
+        trainer = self.trainer
+        if isinstance(loader.sampler, EpochSeededSampler) and trainer is not None:
+            loader.sampler.epoch_source = lambda: trainer.current_epoch
+            # Lightning restores its loop progress before it asks for the loaders: a checkpoint taken after k
+            # batches of epoch e resumes at batch k of the same permutation. `processed` (not `completed`)
+            # counts the batch whose on_train_batch_end wrote the checkpoint: its optimizer step is in it.
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if 0 < done < len(loader):
+                loader.sampler.resume(trainer.current_epoch, done)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val, False)

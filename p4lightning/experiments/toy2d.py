@@ -18,17 +18,14 @@ import time
 import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure  # no pyplot: the user's backend is never touched
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-
-from p4lightning.callbacks.merge import P4MergeCallback  # noqa: E402
-from p4lightning.data.toy2d import TOY_DENSITIES, Toy2DDataModule  # noqa: E402
-from p4lightning.models.density import DensityEstimator  # noqa: E402
+from p4lightning.callbacks.merge import P4MergeCallback
+from p4lightning.data.toy2d import TOY_DENSITIES, Toy2DDataModule
+from p4lightning.models.density import DensityEstimator
 
 __all__ = ["main", "train_density"]
 
@@ -69,7 +66,8 @@ def train_density(
 
 
 def plot_samples(results: list[dict[str, object]], densities: list[str], path: Path) -> Path:
-    fig, axes = plt.subplots(len(densities), 3, figsize=(9, 3 * len(densities)), squeeze=False)
+    fig = Figure(figsize=(9, 3 * len(densities)))
+    axes = fig.subplots(len(densities), 3, squeeze=False)
     for row, density in zip(axes, densities, strict=True):
         runs = {r["flow"]: r for r in results if r["density"] == density}
         panels = [
@@ -85,7 +83,6 @@ def plot_samples(results: list[dict[str, object]], densities: list[str], path: P
             ax.set_yticks([])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

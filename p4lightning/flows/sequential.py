@@ -66,4 +66,6 @@ class StandardNormal(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         a = self._anchor
+        if generator is not None and generator.device != a.device:  # e.g. a CPU generator for a GPU model
+            return torch.randn(n, self.dim, generator=generator, dtype=a.dtype, device=generator.device).to(a.device)
         return torch.randn(n, self.dim, generator=generator, dtype=a.dtype, device=a.device)

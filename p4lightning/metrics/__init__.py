@@ -1,5 +1,6 @@
-"""torchmetrics for Boltzmann generators: energy statistics, effective sample size, torsion-histogram KL."""
+"""Sample quality of Boltzmann generators, defined once (:mod:`~p4lightning.metrics.definitions`), as torchmetrics
+(:mod:`~p4lightning.metrics.sampling`) and as the full evaluation (:mod:`~p4lightning.metrics.evaluation`)."""
 
-from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, TorsionKL
+from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, RamachandranKL
 
-__all__ = ["EffectiveSampleSize", "EnergyStatistics", "TorsionKL"]
+__all__ = ["EffectiveSampleSize", "EnergyStatistics", "RamachandranKL"]

@@ -26,15 +26,19 @@ import torch
 from p4lightning._validation import check_features, check_positive_int
 from p4lightning.flows.blocks import realnvp_flow
 from p4lightning.flows.sequential import StandardNormal
-from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, TorsionKL
+from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, RamachandranKL
 from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.protocol import find_p4_modules
 from p4lightning.systems.alanine import CARTESIAN_ATOMS, N_ATOMS, Z_MATRIX, alanine_dipeptide
 from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
 from p4lightning.systems.mixed import MixedCoordinateTransform
 from p4lightning.systems.observables import phi_psi
+from p4lightning.systems.torch_energy import TorchEnergy
 
 __all__ = ["BoltzmannGenerator"]
+
+# purposes of the seeded generators (BoltzmannGenerator.generator)
+_TRAIN_SAMPLES, _VAL_SAMPLES = 1, 2
 
 
 class BoltzmannGenerator(CompileSafeLightningModule):
@@ -52,11 +56,21 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         temperature: K of the target density (default: the data's, 600 K).
         energy_high: :math:`u_\text{high}` (k_BT) of the energy regularisation.
         energy_max: :math:`u_\text{max}` (k_BT) of the energy regularisation.
-        energy_workers: OpenMM worker processes per rank (default: usable cores).
-        energy_platform: OpenMM platform of the workers.
+        energy_workers: OpenMM worker processes per rank (default: usable cores; ``energy="openmm"`` only).
+        energy_platform: OpenMM platform of the workers (``energy="openmm"`` only).
         p4_penalty_weight: :math:`C_p` of every P⁴Inv layer (paper: 0 for the BG).
         p4_float64_bookkeeping: keep P⁴Inv's A, A⁻¹, log|det| in float64.
         n_eval_samples: generated samples per validation for the energy, ESS and torsion metrics.
+        energy: ``"torch"``: :class:`~p4lightning.systems.torch_energy.TorchEnergy`, batched on the model's
+            device, the same numbers as OpenMM (float64 to ~1e-14); ``"openmm"``: OpenMM worker processes
+            (the reference, and the fallback for systems TorchEnergy does not support).
+        compile: ``torch.compile`` the density-estimation pass (transform, flow inverse, log-density).
+        seed: seed of the generated samples (energy phase and validation). Each draw uses a generator seeded
+            by ``(seed, rank, global step, purpose)``, so there is no RNG state to lose: a resumed run draws
+            exactly the samples of the uninterrupted one, and every DDP rank draws its own.
+
+    Reduced energies are of the unconstrained ``AlanineDipeptideImplicit`` system (Amber ff96, OBC1) at
+    ``temperature``.
     """
 
     def __init__(
@@ -77,6 +91,9 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         p4_penalty_weight: float = 0.0,
         p4_float64_bookkeeping: bool = False,
         n_eval_samples: int = 512,
+        energy: Literal["torch", "openmm"] = "torch",
+        compile: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -88,6 +105,9 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             raise ValueError(f"energy_weight_ratio must be >= 0; got {energy_weight_ratio}")
         check_positive_int(energy_batch_size, "energy_batch_size")
         check_positive_int(n_eval_samples, "n_eval_samples")
+        check_positive_int(seed, "seed", minimum=0)
+        if energy not in ("torch", "openmm"):
+            raise ValueError(f"energy must be 'torch' or 'openmm'; got {energy!r}")
         p4_kwargs: dict[str, Any] = {"penalty_weight": p4_penalty_weight, "check_inputs": False}
         if p4_float64_bookkeeping:
             p4_kwargs["bookkeeping_dtype"] = torch.float64
@@ -95,7 +115,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         self.flow = realnvp_flow(self.transform.dim, n_blocks, hidden or [60, 60], mixing, p4_kwargs)
         self.prior = StandardNormal(self.transform.dim)
         self._p4_modules = [m for _, m in find_p4_modules(self.flow)]  # found once, not on every step
-        self.energy: OpenMMEnergy | None = None  # built per process in setup()
+        self.energy: OpenMMEnergy | TorchEnergy | None = None  # built per process in setup()
+        self._log_density_fn = self.log_density  # torch.compile-d in setup() when compile=True
         # max reduced energy of the training data: the paper's low-energy threshold (set in setup)
         self.register_buffer("data_energy_max", torch.tensor(float("nan")))
         # cumulative count of generated training samples whose energy was regularised (above energy_high or
@@ -103,7 +124,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         self.register_buffer("num_energy_clamped", torch.zeros((), dtype=torch.long))
         self.val_energy = EnergyStatistics()
         self.val_ess = EffectiveSampleSize()
-        self.val_torsion_kl = TorsionKL()
+        self.val_ramachandran = RamachandranKL()
 
     # ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -119,16 +140,12 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         if self.energy is None and (
             stage in ("fit", "validate") or self.hparams.energy_phase_start is not None
         ):
-            ala2 = alanine_dipeptide(self.hparams.temperature)
-            self.energy = OpenMMEnergy(
-                ala2.system,
-                self.hparams.temperature,
-                self.hparams.energy_workers,
-                self.hparams.energy_platform,
-            )
+            self.energy = self.make_energy()
+        if self.hparams.compile and stage == "fit" and self._log_density_fn == self.log_density:
+            self._log_density_fn = torch.compile(self.log_density)
         train = getattr(dm, "train", None)
         if self.energy is not None and bool(torch.isnan(self.data_energy_max)) and train is not None:
-            u = self.energy(train.reshape(-1, N_ATOMS, 3).double())
+            u = self.energies(train.reshape(-1, N_ATOMS, 3).double())
             finite = u[torch.isfinite(u)]
             if len(finite) == 0:
                 raise ValueError(
@@ -136,10 +153,36 @@ class BoltzmannGenerator(CompileSafeLightningModule):
                 )
             self.data_energy_max.fill_(float(finite.max()))
 
+    def make_energy(self) -> OpenMMEnergy | TorchEnergy:
+        """The reduced-energy op chosen by ``energy`` (``TorchEnergy`` on this module's device, or OpenMM workers)."""
+        ala2 = alanine_dipeptide(self.hparams.temperature)
+        if self.hparams.get("energy", "openmm") == "torch":
+            return TorchEnergy(ala2.system, self.hparams.temperature).to(self.device)
+        return OpenMMEnergy(
+            ala2.system, self.hparams.temperature, self.hparams.energy_workers, self.hparams.energy_platform
+        )
+
+    @torch.no_grad()
+    def energies(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Reduced energies ``(B,)`` of positions ``(B, 22, 3)`` or ``(B, 66)`` nm in chunks (no graph)."""
+        if self.energy is None:
+            raise RuntimeError("the energy op is built in setup(); call setup() or attach a trainer first")
+        if len(x) == 0:
+            return x.new_zeros(0)
+        return torch.cat([self.energy(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+
+    def generator(self, purpose: int) -> torch.Generator:
+        """A CPU generator seeded by ``(seed, rank, global step, purpose)``: reproducible and resumable draws."""
+        import numpy as np
+
+        rank = self.global_rank if self._trainer is not None else 0
+        key = np.random.SeedSequence([self.hparams.get("seed", 0), rank, self.global_step, purpose])
+        return torch.Generator().manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1))
+
     def teardown(self, stage: str) -> None:
-        if self.energy is not None:
+        if isinstance(self.energy, OpenMMEnergy):
             self.energy.close()
-            self.energy = None
+        self.energy = None
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         # the energy op is a per-process resource, not model state
@@ -185,13 +228,13 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         (x,) = batch
         check_features(x, 3 * N_ATOMS, "batch positions")
         w_l, w_e = self.weights()
-        nll = -self.log_density(x).mean()
+        nll = -self._log_density_fn(x).mean()
         loss = w_l * nll
         self.log("train/nll", nll, prog_bar=True)
         if w_e > 0:
             if self.energy is None:
                 raise RuntimeError("the energy phase needs the OpenMM energy; it is built in setup()")
-            xg, log_q = self.sample(self.hparams.energy_batch_size)
+            xg, log_q = self.sample(self.hparams.energy_batch_size, self.generator(_TRAIN_SAMPLES))
             u = self.energy(xg.reshape(-1, N_ATOMS, 3)).to(xg.dtype)
             u_reg, clamped = regularize_energy(u, self.hparams.energy_high, self.hparams.energy_max)
             kl = (u_reg + log_q).mean()  # J_e = E[u - R_zx] = E[u + ln q] up to the prior's constant
@@ -211,44 +254,44 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         (x,) = batch
         nll = -self.log_density(x).mean()
         self.log("val/nll", nll, prog_bar=True, sync_dist=True, batch_size=len(x))
-        self.val_torsion_kl.update(*phi_psi(x), reference=True)
+        self.val_ramachandran.update(*phi_psi(x), reference=True)
 
     @torch.no_grad()
-    def evaluate_samples(self, n: int, chunk: int = 1024) -> dict[str, torch.Tensor]:
-        """Draw ``n`` samples; return positions ``(n, 66)`` nm, reduced energies ``u`` ``(n,)``, ``log_q`` and
-        log importance weights ``log_w = -u - log_q`` (needs the energy op, i.e. after setup)."""
+    def evaluate_samples(
+        self, n: int, chunk: int = 1024, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Draw ``n`` samples; return positions ``(n, 66)`` nm, reduced energies ``u`` ``(n,)`` (float64),
+        ``log_q`` and log importance weights ``log_w = -u - log_q`` (needs the energy op, i.e. after setup)."""
         if self.energy is None:
-            raise RuntimeError(
-                "evaluate_samples needs the OpenMM energy; call setup() or attach a trainer first"
-            )
+            raise RuntimeError("evaluate_samples needs the energy op; call setup() or attach a trainer first")
         xs, us, lqs = [], [], []
         for start in range(0, n, chunk):
-            x, log_q = self.sample(min(chunk, n - start))
+            x, log_q = self.sample(min(chunk, n - start), generator)
             xs.append(x)
-            lqs.append(log_q)
-            us.append(self.energy(x.reshape(-1, N_ATOMS, 3)).to(log_q.dtype))
+            lqs.append(log_q.double())
+            us.append(self.energy(x.reshape(-1, N_ATOMS, 3).double()).double())
         x, u, log_q = torch.cat(xs), torch.cat(us), torch.cat(lqs)
         return {"x": x, "u": u, "log_q": log_q, "log_w": -u - log_q}
 
     def on_validation_epoch_end(self) -> None:
         if self.energy is None:
             return
-        out = self.evaluate_samples(self.hparams.n_eval_samples)
+        out = self.evaluate_samples(self.hparams.n_eval_samples, generator=self.generator(_VAL_SAMPLES))
         self.val_energy.threshold = float(self.data_energy_max)
         self.val_energy.update(out["u"])
         self.val_ess.update(out["log_w"])
-        self.val_torsion_kl.update(*phi_psi(out["x"]), reference=False)
+        self.val_ramachandran.update(*phi_psi(out["x"]), reference=False)
         stats = self.val_energy.compute()
         self.log_dict(
             {
-                "val/energy_mean": stats["mean"].float(),
-                "val/energy_median": stats["median"].float(),
-                "val/low_energy_fraction": stats["low_energy_fraction"].float(),
+                "val/energy_mean": float(stats["mean"]),
+                "val/energy_median": float(stats["median"]),
+                "val/low_energy_fraction": float(stats["low_energy_fraction"]),
                 "val/ess": self.val_ess.compute().float(),
-                "val/torsion_kl": self.val_torsion_kl.compute().float(),
+                "val/ramachandran_kl": self.val_ramachandran.compute().float(),
             }
         )
-        for metric in (self.val_energy, self.val_ess, self.val_torsion_kl):
+        for metric in (self.val_energy, self.val_ess, self.val_ramachandran):
             metric.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from matplotlib.figure import Figure  # no pyplot: the user's backend is never touched
 
 __all__ = ["plot_linear_curves"]
 
@@ -25,7 +22,8 @@ def plot_linear_curves(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.3 * len(results)), squeeze=False)
+    fig = Figure(figsize=(11, 3.3 * len(results)))
+    axes = fig.subplots(len(results), 2, squeeze=False)
     for row, (problem, runs) in zip(axes, results.items(), strict=True):
         for i, (label, curve) in enumerate(runs.items()):
             color = f"C{i}"  # the same run has the same colour in both panels
@@ -40,5 +38,4 @@ def plot_linear_curves(
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -6,11 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: the user's backend is never touched
 
 __all__ = ["plot_linear_experiment"]
 
@@ -34,7 +31,8 @@ def plot_linear_experiment(
     n_panels = 1 + len(runs)
     cols = min(n_panels, 3)
     rows = -(-n_panels // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows), squeeze=False)
+    fig = Figure(figsize=(4.6 * cols, 4.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     flat = axes.ravel()
     loss_ax = flat[0]
     target = np.asarray(target_eigenvalues)
@@ -63,5 +61,4 @@ def plot_linear_experiment(
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # drawn and saved without pyplot: the user's backend is never touched
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-import numpy as np  # noqa: E402
-
-__all__ = ["plot_energy_violins", "plot_ramachandran", "plot_training_curves"]
+__all__ = ["plot_energy_violins", "plot_evaluations", "plot_ramachandran", "plot_training_curves"]
 
 
 def plot_energy_violins(
@@ -25,7 +23,8 @@ def plot_energy_violins(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(1.9 * len(energies) + 2, 4.2))
+    fig = Figure(figsize=(1.9 * len(energies) + 2, 4.2))
+    ax = fig.subplots()
     data = []
     for u in energies.values():
         u = np.asarray(u, dtype=np.float64)
@@ -43,8 +42,7 @@ def plot_energy_violins(
     ax.set_ylabel("reduced energy u (k$_B$T)")
     ax.set_title(f"low-energy fraction (u < {threshold:.1f} k$_B$T) above each violin", fontsize=9, pad=18)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -54,7 +52,8 @@ def plot_ramachandran(
     """Side-by-side log-density histograms of (φ, ψ) in radians, one panel per data set."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(torsions), figsize=(4.0 * len(torsions), 3.8), squeeze=False)
+    fig = Figure(figsize=(4.0 * len(torsions), 3.8))
+    axes = fig.subplots(1, len(torsions), squeeze=False)
     edges = np.linspace(-math.pi, math.pi, bins + 1)
     for ax, (name, (phi, psi)) in zip(axes[0], torsions.items(), strict=True):
         h, _, _ = np.histogram2d(np.asarray(phi), np.asarray(psi), bins=[edges, edges], density=True)
@@ -70,8 +69,7 @@ def plot_ramachandran(
         ax.set_xlabel("φ (rad)")
         ax.set_ylabel("ψ (rad)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -82,7 +80,8 @@ def plot_training_curves(history: Mapping[str, Sequence[tuple[int, float]]], pat
     names = [k for k, v in history.items() if v]
     cols = min(3, max(1, len(names)))
     rows = max(1, -(-len(names) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.ravel(), names, strict=False):
         steps, values = zip(*history[name], strict=True)
         ax.plot(steps, values, lw=1.0, marker="." if len(steps) < 30 else None)
@@ -92,6 +91,34 @@ def plot_training_curves(history: Mapping[str, Sequence[tuple[int, float]]], pat
     for ax in axes.ravel()[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Write ``fig`` to ``path`` atomically (its format from the suffix)."""
+    from p4lightning._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+
+
+def plot_evaluations(
+    evaluations: Mapping[str, Any], out_dir: str | Path, noise_nm: float = 0.004
+) -> list[Path]:
+    """Energy violins (MD, MD + noise, then each model's samples) and Ramachandran histograms (MD, then each
+    model), the paper's Fig. 6, from one or more evaluations against the same MD set."""
+    from p4lightning.systems.alanine import N_ATOMS
+    from p4lightning.systems.observables import phi_psi
+
+    out_dir = Path(out_dir)
+    first = next(iter(evaluations.values()))
+    violins = {"MD (held out)": first.md_u.numpy(), f"MD + {noise_nm:g} nm noise": first.noisy_u.numpy()}
+    rama = {"MD (held out)": tuple(t.numpy() for t in phi_psi(first.md_x.reshape(-1, N_ATOMS, 3).double()))}
+    for name, ev in evaluations.items():
+        violins[name] = ev.samples_u.numpy()
+        rama[name] = tuple(t.numpy() for t in phi_psi(ev.samples_x.reshape(-1, N_ATOMS, 3).double()))
+    return [
+        plot_energy_violins(violins, first.threshold, out_dir / "energy_violins.png"),
+        plot_ramachandran(rama, out_dir / "ramachandran.png"),
+    ]

@@ -89,3 +89,40 @@ def test_bad_arguments():
         MDTrajectoryDataModule([], "a.pdb")
     with pytest.raises(ValueError, match="out must be a .dcd"):
         simulate("x.xtc")
+
+
+def test_split_by_trajectories_keeps_every_replica_in_one_split(md, tmp_path):
+    import shutil
+
+    files = []
+    for r in range(10):
+        files.append(tmp_path / f"replica_{r:03d}.dcd")
+        shutil.copy(md.trajectory, files[-1])
+    dm = MDTrajectoryDataModule([str(tmp_path / "replica_*.dcd")], str(md.topology), split="trajectories",
+                                val_fraction=0.1, test_fraction=0.2)  # fmt: skip
+    dm.setup()
+    split = dm.split_files
+    assert [len(split[k]) for k in ("train", "val", "test")] == [7, 1, 2]
+    assert not (set(split["train"]) & set(split["val"]) or set(split["train"]) & set(split["test"])
+                or set(split["val"]) & set(split["test"]))  # fmt: skip
+    assert split["test"] == [str(files[8]), str(files[9])]  # the last files, sorted
+    n = len(dm.train) // 7
+    assert len(dm.val) == n and len(dm.test) == 2 * n
+    report = dm.split_report()
+    assert report["val"]["frames"] == n and 0.0 <= report["test"]["phi_positive_fraction"] <= 1.0
+    with pytest.raises(ValueError, match="too few for a split by whole trajectories"):
+        MDTrajectoryDataModule([str(files[0]), str(files[1])], str(md.topology), split="trajectories").setup()
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        MDTrajectoryDataModule([str(tmp_path / "nope_*.dcd")], str(md.topology)).setup()
+
+
+def test_sampler_resumes_in_the_middle_of_an_epoch():
+    from p4lightning.data.md_datamodule import EpochSeededSampler
+
+    full = EpochSeededSampler(20, seed=3, batch_size=4)
+    full.set_epoch(2)
+    order = list(full)
+    resumed = EpochSeededSampler(20, seed=3, batch_size=4)
+    resumed.resume(2, 3)
+    assert list(resumed) == order[12:]
+    assert list(resumed) == order  # skipping happens once

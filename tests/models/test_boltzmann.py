@@ -216,3 +216,66 @@ def test_p4_penalty_enters_the_loss_only_when_enabled(md):
             warnings.simplefilter("ignore")
             losses[weight] = float(model.training_step((x,), 0))
     assert losses[10.0] > losses[0.0] + 1.0
+
+
+def test_resume_from_a_validation_time_checkpoint_between_merges_is_exact_and_last_ckpt_is_final(md, tmp_path):
+    """Energy phase from step 6, merges every 4 steps, validation every epoch (4 batches of 64 of 240 frames).
+
+    The uninterrupted run is compared with runs resumed from (a) the checkpoint written after validation at the
+    end of epoch 1 (step 8, between merges 8 and 12... taken at 10 via the step checkpoint) and (b) the final
+    ``last.ckpt`` of a shorter run stopped mid-epoch at step 10 (between merges 8 and 12). Parameters, P4 state
+    and the data order must be bit-identical; ``last.ckpt`` must hold the final step.
+    """
+    from p4lightning.callbacks import FinalStepCheckpoint
+
+    batches = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            batches.append((trainer.global_step, batch[0][:, 0].clone()))
+
+    def run(max_steps, ckpt_path=None, dirpath=None):
+        pl.seed_everything(0)
+        batches.clear()
+        model = BoltzmannGenerator(n_blocks=1, hidden=[16], energy_phase_start=6, energy_batch_size=8,
+                                   n_eval_samples=16, energy="torch")  # fmt: skip
+        callbacks = [P4MergeCallback(every_n_steps=4, seed=1), Record()]
+        if dirpath is not None:
+            callbacks.append(FinalStepCheckpoint(dirpath=dirpath, save_last=True, save_top_k=-1))
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1, check_val_every_n_epoch=1,
+            enable_checkpointing=dirpath is not None, callbacks=callbacks,
+        )  # fmt: skip
+        trainer.fit(model, datamodule=_dm(md), ckpt_path=ckpt_path)
+        return model, list(batches)
+
+    full, full_batches = run(16)
+    run(10, dirpath=tmp_path)
+    last = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 10  # the final step, not the step of the last validation
+    val_time = tmp_path / "epoch=1-step=8.ckpt"
+    assert torch.load(val_time, weights_only=False)["global_step"] == 8
+    for ckpt, step in ((val_time, 8), (tmp_path / "last.ckpt", 10)):
+        resumed, resumed_batches = run(16, ckpt_path=str(ckpt))
+        assert [s for s, _ in resumed_batches] == [s for s, _ in full_batches[step:]]
+        for (_, a), (_, b) in zip(resumed_batches, full_batches[step:], strict=True):
+            assert torch.equal(a, b)  # the same data order
+        for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name  # bit-identical: parameters, A, A^-1, log|det A|, counters
+        layers = [m for m in resumed.flow.modules() if isinstance(m, P4Inv)]
+        assert all(int(m.merges_accepted) + int(m.merges_refused) == 4 for m in layers)
+
+
+def test_torch_and_openmm_energies_agree_inside_the_model(md):
+    dm = _dm(md)
+    dm.setup()
+    energies = {}
+    for kind in ("torch", "openmm"):
+        model = BoltzmannGenerator(n_blocks=1, hidden=[16], energy=kind, energy_workers=1)
+        model.transform.fit_(dm.train.reshape(-1, 22, 3))
+        model.energy = model.make_energy()
+        energies[kind] = model.energies(dm.val.double())
+        model.teardown("fit")
+    # OpenMM's CPU platform (the workers') computes in mixed precision: ~1e-6 relative
+    torch.testing.assert_close(energies["torch"], energies["openmm"], rtol=2e-5, atol=1e-4)

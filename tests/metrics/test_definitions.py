@@ -1,0 +1,90 @@
+"""The metric definitions on cases with known answers."""
+
+import math
+
+import pytest
+import torch
+
+from p4lightning.metrics.definitions import (
+    energy_shift,
+    energy_statistics,
+    energy_w2,
+    forward_ess,
+    low_energy_fraction,
+    nll,
+    ramachandran_histogram,
+    ramachandran_kl,
+    ramachandran_tv,
+    reverse_ess,
+)
+
+
+def torsions(n, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return ((torch.rand(n, generator=g) * 2 - 1) * math.pi * scale, (torch.rand(n, generator=g) * 2 - 1) * math.pi * scale)
+
+
+def test_ramachandran_kl_and_tv_zero_for_identical_sets_positive_otherwise():
+    h = ramachandran_histogram(*torsions(5000))
+    assert ramachandran_kl(h, h) == 0.0 and ramachandran_tv(h, h) == 0.0
+    other = ramachandran_histogram(*torsions(5000, seed=1, scale=0.5))
+    assert ramachandran_kl(h, other) > 1.0
+    assert 0.4 < ramachandran_tv(h, other) <= 1.0
+
+
+def test_ramachandran_kl_is_fab_definition_on_two_bins():
+    """p = (1/2, 1/2) on two bins, q = (1, 0): KL = 1/2 ln(1/2 / 1) + 1/2 ln(1/2 / eps') with densities."""
+    bins = 64
+    p = torch.zeros(bins, bins)
+    q = torch.zeros(bins, bins)
+    p[0, 0] = p[1, 0] = 50
+    q[0, 0] = 100
+    area = (2 * math.pi / bins) ** 2
+    dp, dq, eps = 0.5 / area, 1.0 / area, 1e-10
+    expected = (dp * math.log((dp + eps) / (dq + eps)) + dp * math.log((dp + eps) / eps)) * area
+    assert ramachandran_kl(p, q) == pytest.approx(expected, rel=1e-12)
+    assert ramachandran_tv(p, q) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_histogram_range_and_edges():
+    h = ramachandran_histogram(torch.tensor([-math.pi, math.pi, 0.0, float("nan")]), torch.tensor([0.0, 0.0, 0.0, 0.0]))
+    assert h.sum() == 3 and h[0, 32] == 1 and h[63, 32] == 1 and h[32, 32] == 1
+
+
+def test_reverse_ess_known_values_and_clipping():
+    assert reverse_ess(torch.full((100,), 3.0)) == pytest.approx(1.0, abs=1e-12)  # q = p
+    lw = torch.zeros(10)
+    lw[0] = 100.0
+    assert reverse_ess(lw) == pytest.approx(0.1, rel=1e-9)  # one weight dominates: 1/N
+    w = torch.tensor([1.0, 1.0, 2.0, 4.0])
+    assert reverse_ess(w.log()) == pytest.approx(64 / (4 * 22))  # (sum w)^2 / (N sum w^2)
+    lw = torch.cat([torch.zeros(20_000), torch.tensor([30.0, 40.0, 50.0])])
+    clipped = reverse_ess(lw, clip_fraction=1e-4)  # k = 2: the two largest set to the second largest (40)
+    expected_lw = torch.cat([torch.zeros(20_000), torch.tensor([30.0, 40.0, 40.0])])
+    assert clipped == pytest.approx(reverse_ess(expected_lw), rel=1e-12)
+    assert reverse_ess(torch.tensor([float("nan"), float("-inf")])) == 0.0
+
+
+def test_forward_ess_known_values():
+    assert forward_ess(torch.full((50,), -7.0)) == pytest.approx(1.0, abs=1e-12)  # q ∝ p, any normaliser
+    w = torch.tensor([1.0, 2.0, 4.0])
+    assert forward_ess(w.log()) == pytest.approx(1 / ((7 / 3) * (1.75 / 3)))
+    assert forward_ess(torch.tensor([0.0, float("inf")])) == 0.0
+
+
+def test_energy_statistics_shift_and_low_energy_fraction():
+    u = torch.tensor([1.0, 2.0, 3.0, 4.0, float("inf")])
+    s = energy_statistics(u, threshold=3.5)
+    assert s["mean"] == 2.5 and s["median"] == 3.0 and s["nonfinite_fraction"] == 0.2
+    assert s["low_energy_fraction"] == 0.6 and s["p99"] == math.inf and s["n"] == 5
+    assert low_energy_fraction(u, 1.5) == 0.2
+    assert energy_shift(u + 2.0, u) == {"mean": 2.0, "median": 2.0}
+    assert nll(torch.tensor([-1.0, -3.0])) == 2.0
+
+
+def test_energy_w2_known_values():
+    a = torch.randn(1000, dtype=torch.float64)
+    assert energy_w2(a, a) == 0.0
+    assert energy_w2(a + 3.0, a) == pytest.approx(3.0, rel=1e-12)  # a shift moves every quantile
+    assert energy_w2(torch.tensor([0.0, 2.0]), torch.tensor([1.0])) == pytest.approx(1.0)  # different sizes
+    assert energy_w2(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0.0, 2.0])) == pytest.approx(math.sqrt(1 / 3))

@@ -1,0 +1,177 @@
+"""TorchEnergy against OpenMM's Reference platform (float64), term by term and in total, energies and forces."""
+
+import math
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import openmm
+import pytest
+import torch
+
+from p4lightning.systems.alanine import kt
+from p4lightning.systems.torch_energy import TorchEnergy, openmm_coulomb_constant
+
+ROOT = Path(__file__).parents[2]
+TERMS = {
+    "HarmonicBondForce": "bond",
+    "HarmonicAngleForce": "angle",
+    "PeriodicTorsionForce": "torsion",
+    "NonbondedForce": "nonbonded",
+    "CustomGBForce": "gb",
+    "GBSAOBCForce": "gb",
+}
+
+
+def reference(system, xyz):
+    """OpenMM Reference: per-term energies (kJ/mol), total energy and forces (kJ/mol/nm) for each frame."""
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    names = []
+    for i, f in enumerate(system.getForces()):
+        f.setForceGroup(i)
+        names.append(type(f).__name__)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
+    terms = {TERMS[n]: [] for n in names if n in TERMS}
+    total, forces = [], []
+    for x in xyz:
+        ctx.setPositions(x)
+        for i, n in enumerate(names):
+            if n in TERMS:
+                terms[TERMS[n]].append(ctx.getState(getEnergy=True, groups={i}).getPotentialEnergy()._value)
+        st = ctx.getState(getEnergy=True, getForces=True)
+        total.append(st.getPotentialEnergy()._value)
+        forces.append(st.getForces(asNumpy=True)._value)
+    return {k: np.array(v) for k, v in terms.items()}, np.array(total), np.array(forces)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Shipped MD frames; the same with 0.004 and 0.02 nm noise; frames with one pair pulled within 0.05 nm."""
+    traj = mdtraj.load(str(ROOT / "data/ala2_600K.dcd"), top=str(ROOT / "data/ala2.pdb"))
+    md = traj.xyz[::250].astype(np.float64)  # 40 frames
+    rng = np.random.default_rng(0)
+    pulled = md[:20].copy()
+    for k, x in enumerate(pulled):  # atom i pulled to 0.05 nm of a non-bonded atom j
+        i, j = (0, 15 + k % 7) if k % 2 else (5, 9 + k % 5)
+        d = x[i] - x[j]
+        x[i] = x[j] + 0.05 * d / np.linalg.norm(d)
+    return {
+        "md": md,
+        "noise_0.004": md + 0.004 * rng.normal(size=md.shape),
+        "noise_0.02": md + 0.02 * rng.normal(size=md.shape),
+        "pulled_0.05": pulled,
+    }
+
+
+@pytest.mark.parametrize("kind", ["md", "noise_0.004", "noise_0.02", "pulled_0.05"])
+def test_float64_terms_total_and_forces_match_openmm_reference(ala2, frames, kind):
+    xyz = frames[kind]
+    ref_terms, ref_total, ref_forces = reference(ala2.system, xyz)
+    energy = TorchEnergy(ala2.system, 600.0)
+    x = torch.tensor(xyz, requires_grad=True)
+    terms = energy.terms_kj(x)
+    assert set(terms) == set(ref_terms)
+    abs_sum = sum(np.abs(v) for v in ref_terms.values())  # (B,) sum of |terms|
+    for name, value in terms.items():
+        err = np.abs(value.detach().numpy() - ref_terms[name])
+        assert (err <= 1e-9 * abs_sum).all(), (name, err.max(), abs_sum.min())
+    total = energy.potential(x)
+    assert (np.abs(total.detach().numpy() - ref_total) <= 1e-9 * abs_sum).all()
+    (grad,) = torch.autograd.grad(total.sum(), x)
+    assert np.abs(-grad.numpy() - ref_forces).max() <= 1e-8 * max(1.0, np.abs(ref_forces).max() / 1e4)
+    u = energy(x)  # reduced
+    np.testing.assert_allclose(u.detach().numpy(), ref_total / kt(600.0), rtol=1e-12, atol=1e-9)
+
+
+def test_forces_to_1e8_kj_per_mol_nm_on_md_frames(ala2, frames):
+    _, _, ref_forces = reference(ala2.system, frames["md"][:10])
+    x = torch.tensor(frames["md"][:10], requires_grad=True)
+    (grad,) = torch.autograd.grad(TorchEnergy(ala2.system, 600.0).potential(x).sum(), x)
+    assert np.abs(-grad.numpy() - ref_forces).max() <= 1e-8
+
+
+def test_float32_relative_error_and_float64_bonded_option(ala2, frames):
+    """float32 total within 1e-5 of the sum of |terms| (the scale float32 round-off works on)."""
+    xyz = np.concatenate([frames["md"], frames["noise_0.004"], frames["noise_0.02"]])
+    ref_terms, ref_total, _ = reference(ala2.system, xyz)
+    abs_sum = sum(np.abs(v) for v in ref_terms.values())
+    for bonded64 in (False, True):
+        energy = TorchEnergy(ala2.system, 600.0, bonded_float64=bonded64)
+        e32 = energy.potential(torch.tensor(xyz, dtype=torch.float32))
+        assert e32.dtype == torch.float32
+        rel = np.abs(e32.double().numpy() - ref_total) / abs_sum
+        assert rel.max() <= 1e-5, (bonded64, rel.max())
+
+
+def test_shapes_translation_empty_batch_and_nan_rows(ala2, frames):
+    energy = TorchEnergy(ala2.system, 600.0)
+    x = torch.tensor(frames["md"][:4])
+    u = energy(x)
+    torch.testing.assert_close(energy(x.reshape(4, 66)), u)
+    torch.testing.assert_close(energy(x + 1e6), u, rtol=0, atol=1e-6)  # centred before evaluation
+    assert energy(x[:0]).shape == (0,)
+    bad = x.clone()
+    bad[1, 3, 0] = float("nan")
+    bad[2, 15] = bad[2, 0]  # coincident non-bonded atoms
+    out = energy(bad)
+    assert torch.isnan(out[1]) and not torch.isfinite(out[2])
+    torch.testing.assert_close(out[[0, 3]], u[[0, 3]])
+    with pytest.raises(ValueError, match=r"\(B, 22, 3\)"):
+        energy(x[:, :21])
+
+
+def test_coulomb_constant_is_openmms():
+    assert math.isclose(openmm_coulomb_constant(), 138.935, rel_tol=1e-5)
+
+
+def _system_with(force):
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(12.0)
+    system.addForce(force)
+    return system
+
+
+def test_unsupported_forces_cutoffs_and_expressions_are_refused_naming_the_force(ala2):
+    with pytest.raises(ValueError, match=r"force 0 \(CustomBondForce\) is not supported"):
+        TorchEnergy(_system_with(openmm.CustomBondForce("r^2")), 300.0)
+    nb = openmm.NonbondedForce()
+    for _ in range(3):
+        nb.addParticle(0.1, 0.3, 0.5)
+    nb.setNonbondedMethod(openmm.NonbondedForce.CutoffNonPeriodic)
+    with pytest.raises(ValueError, match=r"NonbondedForce\): nonbonded method 1"):
+        TorchEnergy(_system_with(nb), 300.0)
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(ala2.system))
+    gb = next(f for f in system.getForces() if isinstance(f, openmm.CustomGBForce))
+    expr, kind = gb.getEnergyTermParameters(2)
+    gb.setEnergyTermParameters(2, expr.replace("exp(-r^2/(4*B1*B2))", "exp(-r^2/(8*B1*B2))"), kind)
+    with pytest.raises(ValueError, match=r"CustomGBForce\): its expressions are not the OBC"):
+        TorchEnergy(system, 600.0)
+    box = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(ala2.system))
+    box.setDefaultPeriodicBoxVectors(openmm.Vec3(3, 0, 0), openmm.Vec3(0, 3, 0), openmm.Vec3(0, 0, 3))
+    for f in box.getForces():
+        if isinstance(f, openmm.NonbondedForce):
+            f.setNonbondedMethod(openmm.NonbondedForce.PME)
+    with pytest.raises(ValueError, match="periodic"):
+        TorchEnergy(box, 600.0)
+
+
+def test_obc2_custom_gb_and_gbsaobcforce_systems_match_openmm(frames):
+    """Other implicit-solvent models built by openmm.app from the same topology: OBC2 (a CustomGBForce with
+    β ≠ 0) and OpenMM's built-in GBSAOBCForce (amber99_obc.xml)."""
+    from openmm import app
+
+    pdb = app.PDBFile(str(ROOT / "data/ala2.pdb"))
+    systems = {
+        "OBC2": app.ForceField("amber96.xml", "implicit/obc2.xml").createSystem(pdb.topology, constraints=None),
+        "GBSAOBCForce": app.ForceField("amber99sb.xml", "amber99_obc.xml").createSystem(pdb.topology, constraints=None),
+    }
+    assert any(isinstance(f, openmm.GBSAOBCForce) for f in systems["GBSAOBCForce"].getForces())
+    for name, system in systems.items():
+        xyz = frames["noise_0.004"][:8]
+        _, ref_total, ref_forces = reference(system, xyz)
+        x = torch.tensor(xyz, requires_grad=True)
+        e = TorchEnergy(system, 300.0).potential(x)
+        (grad,) = torch.autograd.grad(e.sum(), x)
+        np.testing.assert_allclose(e.detach().numpy(), ref_total, rtol=1e-9, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(-grad.numpy(), ref_forces, rtol=1e-7, atol=1e-6, err_msg=name)
