@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 # (docs/benchmarks/bg_step.md; OMP_WAIT_POLICY=PASSIVE measured 2x slower)
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo linear test lint bench clean
+.PHONY: setup demo reproduction linear test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,9 +19,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+REPLICAS := data/ala2_600K_replicas
+# held-out MD: the test replicas (never trained on); the validation replicas give each metric's floor
+EVAL_MD := --trajectory '$(REPLICAS)/replica_03[6-9].dcd' --floor-trajectory '$(REPLICAS)/replica_03[2-5].dcd' \
+	--topology $(REPLICAS)/topology.pdb
+
 demo: setup
 	$(VENV)/bin/p4lightning fit --config configs/bg/demo.yaml
-	@echo "figures and summary.json: docs/bg_demo/   checkpoint: runs/bg_demo/checkpoints/last.ckpt"
+	$(VENV)/bin/p4lightning evaluate --ckpt runs/bg_demo/checkpoints/last.ckpt checkpoints/paper_p4inv.ckpt \
+		--name demo paper_p4inv $(EVAL_MD) --n 5000 --out docs/bg_demo/evaluation --force
+	@echo "demo run: docs/bg_demo/   metric table and figures (demo and paper model): docs/bg_demo/evaluation/"
+
+reproduction: setup
+	$(VENV)/bin/p4lightning evaluate --ckpt checkpoints/paper_rnvp.ckpt checkpoints/paper_p4inv.ckpt \
+		--name RNVP P4Inv $(EVAL_MD) --n 10000 --out docs/reproduction --force
 
 linear: setup
 	$(PY) -m p4lightning.experiments.linear_lightning configs/linear/*.yaml --out docs/linear_experiments
@@ -38,6 +49,8 @@ bench: setup
 	$(PY) benchmarks/p4inv_floor.py --n 1024 --rounds 30 --block 4 --out docs/benchmarks/p4inv_floor_1024
 	$(PY) benchmarks/drift.py --out docs/benchmarks/drift.json
 	$(PY) benchmarks/energy_throughput.py --out docs/benchmarks/energy_throughput
+	$(PY) benchmarks/energy_throughput.py --torch-energy --rounds 7 --out docs/benchmarks/torch_energy
+	$(PY) benchmarks/bg_step.py --rounds 12 --block 5 --energy --out docs/benchmarks/bg_step
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

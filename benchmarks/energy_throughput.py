@@ -149,7 +149,8 @@ def torch_energy(args: argparse.Namespace) -> None:
             u, _ = compiled(x)
             compile_s[f"{batch} {tag}"] = time.perf_counter() - t
             err = np.abs(u.double().numpy() - e_ref).max() / np.abs(e_ref).max()
-            assert err < (1e-4 if dtype == torch.float32 else 1e-9), f"torch {tag} disagrees with OpenMM: {err}"
+            # the pool runs OpenMM's CPU platform (mixed precision, ~1e-7); float64 vs Reference: 1e-14 (tests)
+            assert err < 1e-4, f"torch {tag} disagrees with OpenMM: {err}"
             methods[f"torch {tag}, compiled"] = lambda x=x: compiled(x)
         times: dict[str, list[float]] = {k: [] for k in methods}
         for fn in methods.values():

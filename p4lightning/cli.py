@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -201,7 +202,7 @@ def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
     for p in args.ckpt:
         if not p.is_file():
             raise UsageError(f"checkpoint not found: {p}")
-    _refuse_overwrite(args.out, ["metrics.json", "energy_violins.png", "ramachandran.png"], args.force)
+    _refuse_overwrite(args.out, ["metrics.json", "table.md", "energy_violins.png", "ramachandran.png"], args.force)
     reference = _reference(args.trajectory, args.topology, "--trajectory")
     floor = _reference(args.floor_trajectory, args.topology, "--floor-trajectory")
     from p4lightning.metrics.evaluation import evaluate_model, write_json
@@ -214,17 +215,24 @@ def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
     if args.samples is not None:
         evaluations[args.samples.name] = _evaluate_sample_folder(args, reference, floor)
     plot_evaluations(evaluations, args.out, args.noise_nm)
-    table = {name: ev.metrics for name, ev in evaluations.items()}
+    command = "p4lightning evaluate " + " ".join(shlex.quote(a) for a in argv)
+    table = {name: {**ev.metrics, "source": str(src), "command": command}
+             for (name, ev), src in zip(evaluations.items(), [*args.ckpt, args.samples], strict=False)}  # fmt: skip
     write_json(table, args.out / "metrics.json")
-    print(_format_table(table))
-    print(f"wrote metrics.json, energy_violins.png, ramachandran.png to {args.out}")
+    text = _format_table(table)
+    from p4lightning._io import atomic_path
+
+    with atomic_path(args.out / "table.md") as tmp:
+        tmp.write_text(f"Command: `{command}`\n\n{text}\n")
+    print(text)
+    print(f"wrote metrics.json, table.md, energy_violins.png, ramachandran.png to {args.out}")
     return table
 
 
 def _evaluate_sample_folder(args: argparse.Namespace, reference: torch.Tensor, floor: torch.Tensor | None) -> Any:
     """Score a ``sample`` folder (positions, energies and log q as written) with a TorchEnergy for the MD sets."""
     from p4lightning.metrics.evaluation import Evaluation, score
-    from p4lightning.systems.alanine import N_ATOMS, alanine_dipeptide
+    from p4lightning.systems.alanine import alanine_dipeptide
     from p4lightning.systems.torch_energy import TorchEnergy
 
     folder = args.samples
@@ -248,44 +256,48 @@ def _evaluate_sample_folder(args: argparse.Namespace, reference: torch.Tensor, f
         md_log_q=None, noisy_u=u(noisy), threshold=float(arrays["low_energy_threshold_kT"]),
     )  # fmt: skip
     if floor is not None:
-        ev.floor_x = floor[: len(reference)].reshape(-1, 3 * N_ATOMS)
+        from p4lightning.metrics.evaluation import floor_subset
+
+        ev.floor_x = floor_subset(floor, len(ev.samples_u), g)
         ev.floor_u = u(ev.floor_x)
     score(ev, temperature, args.noise_nm)
     return ev
 
 
 def _format_table(table: dict[str, dict[str, Any]]) -> str:
-    """The headline metrics of each model as a plain-text table."""
+    """The headline metrics of each model as a markdown table, with the floor (two MD sets) as the last column."""
 
     def f(v: Any, fmt: str) -> str:
         return "n/a" if v is None else format(v, fmt)
 
-    rows = [
-        ("samples", lambda m: f(m["n_samples"], "d")),
-        ("mean shift vs MD (kT)", lambda m: f(m["shift_vs_md_kT"]["mean"], ".2f")),
-        ("median shift vs MD (kT)", lambda m: f(m["shift_vs_md_kT"]["median"], ".2f")),
-        ("noise mean shift (kT)", lambda m: f(m["noise_shift_vs_md_kT"]["mean"], ".2f")),
-        ("mean shift / noise shift", lambda m: f(m["mean_shift_over_noise_shift"], ".3f")),
-        ("low-energy fraction", lambda m: f(m["samples"]["low_energy_fraction"], ".4f")),
-        ("reverse ESS", lambda m: f(m["reverse_ess"], ".4f")),
-        ("reverse ESS (clipped 1e-4)", lambda m: f(m["reverse_ess_clipped"], ".4f")),
-        ("forward ESS", lambda m: f(m["forward_ess"], ".4f")),
-        ("NLL of held-out MD", lambda m: f(m["nll_md"], ".2f")),
-        ("Ramachandran KL", lambda m: f(m["ramachandran_kl"], ".4f")),
-        ("Ramachandran TV", lambda m: f(m["ramachandran_tv"], ".4f")),
-        ("energy W2 (kT)", lambda m: f(m["energy_w2_kT"], ".3f")),
-    ]
-    names = list(table)
-    width = max(len(r[0]) for r in rows) + 2
-    lines = ["".ljust(width) + "".join(n[:14].rjust(16) for n in names)]
-    for label, get in rows:
-        lines.append(label.ljust(width) + "".join(get(table[n]).rjust(16) for n in names))
     floor = next((m["floor"] for m in table.values() if "floor" in m), None)
-    if floor is not None:
-        lines.append(
-            f"floor (two MD sets of {floor['n']}): KL {floor['ramachandran_kl']:.4f}, TV {floor['ramachandran_tv']:.4f}, "
-            f"W2 {floor['energy_w2_kT']:.3f} kT, mean shift {floor['shift_vs_md_kT']['mean']:.2f} kT"
-        )
+    rows = [
+        ("samples (MD frames)", lambda m: f"{m['n_samples']} ({m['n_md']})", lambda fl: f"{fl['n']}"),
+        ("mean shift vs MD (k_BT)", lambda m: f(m["shift_vs_md_kT"]["mean"], ".2f"),
+         lambda fl: f(fl["shift_vs_md_kT"]["mean"], ".2f")),
+        ("median shift vs MD (k_BT)", lambda m: f(m["shift_vs_md_kT"]["median"], ".2f"),
+         lambda fl: f(fl["shift_vs_md_kT"]["median"], ".2f")),
+        ("MD + noise: mean shift (k_BT)", lambda m: f(m["noise_shift_vs_md_kT"]["mean"], ".2f"), None),
+        ("mean shift / noise mean shift", lambda m: f(m["mean_shift_over_noise_shift"], ".3f"), None),
+        ("99th percentile of u (k_BT)", lambda m: f(m["samples"]["p99"], ".1f"), None),
+        ("low-energy fraction", lambda m: f(m["samples"]["low_energy_fraction"], ".4f"),
+         lambda fl: f(fl["low_energy_fraction"], ".4f")),
+        ("reverse ESS", lambda m: f(m["reverse_ess"], ".4f"), None),
+        ("reverse ESS, clipped 1e-4", lambda m: f(m["reverse_ess_clipped"], ".4f"), None),
+        ("forward ESS", lambda m: f(m["forward_ess"], ".2e"), None),
+        ("NLL of held-out MD (nats)", lambda m: f(m["nll_md"], ".2f"), None),
+        ("Ramachandran KL", lambda m: f(m["ramachandran_kl"], ".3f"), lambda fl: f(fl["ramachandran_kl"], ".3f")),
+        ("Ramachandran TV", lambda m: f(m["ramachandran_tv"], ".3f"), lambda fl: f(fl["ramachandran_tv"], ".3f")),
+        ("energy W2 (k_BT)", lambda m: f(m["energy_w2_kT"], ".2f"), lambda fl: f(fl["energy_w2_kT"], ".2f")),
+    ]  # fmt: skip
+    names = list(table)
+    header = ["metric", *names] + (["floor: two MD sets"] if floor is not None else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, get, get_floor in rows:
+        cells = [label, *(get(table[n]) for n in names)]
+        if floor is not None:
+            cells.append(get_floor(floor) if get_floor is not None else "")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

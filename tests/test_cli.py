@@ -98,9 +98,9 @@ def test_main_job_config_runs_at_tiny_size_and_sample_reads_its_checkpoint(tmp_p
         metrics = table[name]
         assert metrics["n_samples"] == (64 if name == "last" else 40)
         assert 0 < metrics["reverse_ess"] <= 1 and metrics["ramachandran_kl"] >= 0
-        assert metrics["floor"]["n"] == metrics["n_md"]
+        assert metrics["floor"]["n"] == min(metrics["n_samples"], 10_000)  # floor at the samples size
     assert table["last"]["nll_md"] is not None and table["samples"]["nll_md"] is None
-    for name in ("metrics.json", "energy_violins.png", "ramachandran.png"):
+    for name in ("metrics.json", "table.md", "energy_violins.png", "ramachandran.png"):
         assert (tmp_path / "eval" / name).is_file()
 
 

@@ -148,5 +148,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, list[fl
     return results
 
 
-if __name__ == "__main__":
+def console() -> int:
+    """The ``p4lightning-linear-demo`` console script: run :func:`main`; exit status 0 on success."""
     main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(console())

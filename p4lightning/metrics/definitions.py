@@ -26,7 +26,7 @@ generator's density in Cartesian coordinates (nm⁻⁶⁰ over the 60 internal d
   (k_BT), :math:`W_2^2 = \int_0^1 (F^{-1}(t) - G^{-1}(t))^2\,dt`, exact for the two step quantile functions.
 
 References: Krämer, Köhler & Noé, arXiv:2010.07033 (Fig. 6); Midgley et al., arXiv:2208.01893 (FAB: ESS,
-Ramachandran KL); Schopmans & Friederich, arXiv:2503.02435 (TA-BG: clipped reverse ESS); arXiv:2510.18460
+Ramachandran KL); Schopmans & Friederich, arXiv:2501.19077 (TA-BG: clipped reverse ESS); arXiv:2510.18460
 (CMT: Ramachandran TV, the anchors).
 """
 

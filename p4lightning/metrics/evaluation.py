@@ -37,7 +37,7 @@ from p4lightning.metrics.definitions import (
 from p4lightning.systems.alanine import N_ATOMS
 from p4lightning.systems.observables import phi_psi
 
-__all__ = ["HAMILTONIAN", "Evaluation", "evaluate_model", "score", "write_json"]
+__all__ = ["HAMILTONIAN", "Evaluation", "evaluate_model", "floor_subset", "score", "write_json"]
 
 HAMILTONIAN = (
     "openmmtools AlanineDipeptideImplicit (Amber ff96 + OBC1 implicit solvent), no constraints, no cutoff"
@@ -105,7 +105,8 @@ def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]
     if ev.floor_x is not None and ev.floor_u is not None:
         rama_f = _rama(ev.floor_x)
         m["floor"] = {
-            "what": "the same metrics between the held-out MD set and an independent MD set of the same size",
+            "what": "the same metrics for an independent MD set of n frames (n = samples, or all its frames if fewer) "
+            "in place of the samples",
             "n": len(ev.floor_u),
             "ramachandran_kl": ramachandran_kl(rama_md, rama_f),
             "ramachandran_tv": ramachandran_tv(rama_md, rama_f),
@@ -129,7 +130,8 @@ def evaluate_model(
 ) -> Evaluation:
     """Sample ``n_samples`` conformations from ``model`` (a ``BoltzmannGenerator`` after ``setup``, or anything with
     ``sample``, ``log_density``, ``energies`` and ``data_energy_max``) and score them against held-out MD ``md_x``
-    ``(N, 66)`` nm; ``floor_x``: an independent MD set (its first ``len(md_x)`` frames give the floor)."""
+    ``(N, 66)`` nm; ``floor_x``: an independent MD set, of which :func:`floor_subset` takes as many frames as there
+    are samples (all, if it has fewer) to give each metric's floor at the samples' size."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1; got {n_samples}")
     g = torch.Generator().manual_seed(seed)
@@ -154,11 +156,20 @@ def evaluate_model(
         threshold=float(model.data_energy_max),
     )
     if floor_x is not None:
-        ev.floor_x = floor_x.reshape(len(floor_x), -1)[: len(md_x)].cpu()
+        ev.floor_x = floor_subset(floor_x, n_samples, g)
         ev.floor_u = model.energies(ev.floor_x.double().to(device)).double().cpu()
     score(ev, float(model.hparams.temperature), noise_nm)
     ev.metrics.update(_term_shifts(model, ev))
     return ev
+
+
+def floor_subset(floor_x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``min(n, len(floor_x))`` frames ``(k, 66)`` of the independent MD set, drawn without replacement: the floor
+    of a metric is its value for an exact sampler with as many samples as the model was given."""
+    flat = floor_x.reshape(len(floor_x), -1).cpu()
+    if n >= len(flat):
+        return flat
+    return flat[torch.randperm(len(flat), generator=generator)[:n]]
 
 
 def _term_shifts(model: Any, ev: Evaluation) -> dict[str, Any]:

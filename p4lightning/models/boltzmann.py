@@ -138,7 +138,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
                 )
             self.transform.fit_(train.reshape(len(train), N_ATOMS, 3))
         if self.energy is None and (
-            stage in ("fit", "validate") or self.hparams.energy_phase_start is not None
+            stage in ("fit", "validate", "test") or self.hparams.energy_phase_start is not None
         ):
             self.energy = self.make_energy()
         if self.hparams.compile and stage == "fit" and self._log_density_fn == self.log_density:
@@ -251,9 +251,15 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._held_out_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._held_out_step(batch, "test")
+
+    def _held_out_step(self, batch: Any, prefix: str) -> None:
         (x,) = batch
         nll = -self.log_density(x).mean()
-        self.log("val/nll", nll, prog_bar=True, sync_dist=True, batch_size=len(x))
+        self.log(f"{prefix}/nll", nll, prog_bar=True, sync_dist=True, batch_size=len(x))
         self.val_ramachandran.update(*phi_psi(x), reference=True)
 
     @torch.no_grad()
@@ -274,6 +280,14 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         return {"x": x, "u": u, "log_q": log_q, "log_w": -u - log_q}
 
     def on_validation_epoch_end(self) -> None:
+        self._sample_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._sample_metrics("test")
+
+    def _sample_metrics(self, prefix: str) -> None:
+        """Energy statistics, reverse ESS and Ramachandran KL of ``n_eval_samples`` samples against the held-out
+        frames seen in this epoch (logged as ``{prefix}/...``)."""
         if self.energy is None:
             return
         out = self.evaluate_samples(self.hparams.n_eval_samples, generator=self.generator(_VAL_SAMPLES))
@@ -284,11 +298,11 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         stats = self.val_energy.compute()
         self.log_dict(
             {
-                "val/energy_mean": float(stats["mean"]),
-                "val/energy_median": float(stats["median"]),
-                "val/low_energy_fraction": float(stats["low_energy_fraction"]),
-                "val/ess": self.val_ess.compute().float(),
-                "val/ramachandran_kl": self.val_ramachandran.compute().float(),
+                f"{prefix}/energy_mean": float(stats["mean"]),
+                f"{prefix}/energy_median": float(stats["median"]),
+                f"{prefix}/low_energy_fraction": float(stats["low_energy_fraction"]),
+                f"{prefix}/ess": self.val_ess.compute().float(),
+                f"{prefix}/ramachandran_kl": self.val_ramachandran.compute().float(),
             }
         )
         for metric in (self.val_energy, self.val_ess, self.val_ramachandran):

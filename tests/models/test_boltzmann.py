@@ -279,3 +279,14 @@ def test_torch_and_openmm_energies_agree_inside_the_model(md):
         model.teardown("fit")
     # OpenMM's CPU platform (the workers') computes in mixed precision: ~1e-6 relative
     torch.testing.assert_close(energies["torch"], energies["openmm"], rtol=2e-5, atol=1e-4)
+
+
+def test_trainer_test_reports_nll_and_sample_metrics_on_the_test_split(md):
+    pl.seed_everything(0)
+    model = BoltzmannGenerator(n_blocks=1, hidden=[16], n_eval_samples=32)
+    dm = _dm(md)
+    trainer = _trainer(2)
+    trainer.fit(model, datamodule=dm)
+    (result,) = trainer.test(model, datamodule=dm, verbose=False)
+    for key in ("test/nll", "test/energy_mean", "test/low_energy_fraction", "test/ess", "test/ramachandran_kl"):
+        assert key in result and result[key] == result[key]  # present, not NaN
