@@ -96,8 +96,11 @@ def _reference(trajectories: list[str] | None, topology: str | None, what: str) 
         return None
     if not topology:
         raise UsageError(f"{what} needs --topology")
+    from p4lightning.systems.alanine import check_topology
+
     try:
         files = expand_trajectories(trajectories)
+        check_topology(topology, f"topology {topology}")
         return torch.from_numpy(load_positions(files, topology, N_ATOMS)).reshape(-1, 3 * N_ATOMS)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err

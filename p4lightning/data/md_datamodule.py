@@ -17,6 +17,7 @@ frames with :math:`\varphi > 0` (the rare left-handed basins).
 from __future__ import annotations
 
 import glob
+import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -88,6 +89,17 @@ def expand_trajectories(trajectories: Sequence[str | Path]) -> list[str]:
     return out
 
 
+def dcd_header_frames(path: str | Path) -> int | None:
+    """The frame count a DCD file's header declares (its NSET field), or ``None`` if ``path`` has no CHARMM/NAMD
+    DCD header (then mdtraj's own reader decides)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    for order in ("<", ">"):
+        if len(head) == 12 and struct.unpack(order + "i", head[:4])[0] == 84 and head[4:8] == b"CORD":
+            return int(struct.unpack(order + "i", head[8:12])[0])
+    return None
+
+
 def load_positions(
     trajectories: Sequence[str | Path], topology: str | Path, n_atoms: int | None = None, stride: int = 1
 ) -> np.ndarray:
@@ -113,6 +125,9 @@ def load_positions(
     for path in map(Path, trajectories):
         if not path.is_file():
             raise FileNotFoundError(f"trajectory file not found: {path}")
+        declared = dcd_header_frames(path) if path.suffix.lower() == ".dcd" else None
+        if declared == 0:
+            raise ValueError(f"trajectory {path} has no frames (its DCD header declares 0)")
         try:
             traj = mdtraj.load(str(path), top=top, stride=stride)
         except Exception as err:  # mdtraj raises many types (IOError, ValueError, struct.error...)
@@ -125,6 +140,11 @@ def load_positions(
             )
         if traj.n_frames == 0:
             raise ValueError(f"trajectory {path} has no frames")
+        if declared is not None and traj.n_frames != -(-declared // stride):
+            raise ValueError(
+                f"trajectory {path} is truncated or corrupt: its DCD header declares {declared} frames, "
+                f"{traj.n_frames * stride if stride == 1 else f'{traj.n_frames} (stride {stride})'} could be read"
+            )
         bad = ~np.isfinite(traj.xyz)
         if bad.any():
             first = int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])

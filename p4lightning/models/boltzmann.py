@@ -29,7 +29,7 @@ from p4lightning.flows.sequential import StandardNormal
 from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, RamachandranKL
 from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.protocol import find_p4_modules
-from p4lightning.systems.alanine import CARTESIAN_ATOMS, N_ATOMS, Z_MATRIX, alanine_dipeptide
+from p4lightning.systems.alanine import CARTESIAN_ATOMS, N_ATOMS, Z_MATRIX, alanine_dipeptide, check_topology
 from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
 from p4lightning.systems.mixed import MixedCoordinateTransform
 from p4lightning.systems.observables import phi_psi
@@ -129,6 +129,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
     # ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if getattr(dm, "topology", None) is not None:
+            check_topology(dm.topology, f"the datamodule's topology {dm.topology}")
         if not bool(self.transform.fitted):
             train = getattr(dm, "train", None)
             if train is None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "ATOMS",
     "CARTESIAN_ATOMS",
     "N_ATOMS",
     "PHI_ATOMS",
@@ -30,6 +31,7 @@ __all__ = [
     "Z_MATRIX",
     "AlanineDipeptide",
     "alanine_dipeptide",
+    "check_topology",
     "kt",
 ]
 
@@ -60,6 +62,38 @@ Z_MATRIX = (
     (20, 18, 16, 14),  # HH32
     (21, 18, 16, 14),  # HH33
 )
+#: (residue, element, heavy-atom name) of every atom in order; hydrogen names vary between writers (HH31/H1)
+ATOMS = (
+    ("ACE", "H", None), ("ACE", "C", "CH3"), ("ACE", "H", None), ("ACE", "H", None), ("ACE", "C", "C"),
+    ("ACE", "O", "O"), ("ALA", "N", "N"), ("ALA", "H", None), ("ALA", "C", "CA"), ("ALA", "H", None),
+    ("ALA", "C", "CB"), ("ALA", "H", None), ("ALA", "H", None), ("ALA", "H", None), ("ALA", "C", "C"),
+    ("ALA", "O", "O"), ("NME", "N", "N"), ("NME", "H", None), ("NME", "C", ("C", "CH3")), ("NME", "H", None),
+    ("NME", "H", None), ("NME", "H", None),
+)  # fmt: skip
+
+
+def check_topology(topology: object, where: str = "topology") -> None:
+    """Require an ``mdtraj.Topology`` (or a path mdtraj reads) to be this system's atoms in this order.
+
+    Compared per atom: residue name, element, and the name of every heavy atom (hydrogen names differ between
+    PDB writers). Raises :class:`ValueError` naming the first atom that differs.
+    """
+    import mdtraj
+
+    top = topology if isinstance(topology, mdtraj.Topology) else mdtraj.load_topology(str(topology))
+    if top.n_atoms != N_ATOMS:
+        raise ValueError(f"{where} has {top.n_atoms} atoms; alanine dipeptide has {N_ATOMS}")
+    for i, (atom, (res, element, name)) in enumerate(zip(top.atoms, ATOMS, strict=True)):
+        names = (name,) if isinstance(name, str) else name
+        got = (atom.residue.name, atom.element.symbol if atom.element is not None else "?", atom.name)
+        if got[0] != res or got[1] != element or (name is not None and got[2] not in names):
+            expected = f"{res} {element}" + (f" {'/'.join(names)}" if name is not None else "")
+            raise ValueError(
+                f"{where} is not alanine dipeptide in this system's atom order: atom {i} is "
+                f"{got[0]} {got[1]} {got[2]}, expected {expected}"
+            )
+
+
 #: Boltzmann constant times Avogadro's number, kJ/(mol K) (CODATA 2018, as OpenMM's unit.MOLAR_GAS_CONSTANT_R).
 MOLAR_GAS_CONSTANT = 8.314462618e-3
 

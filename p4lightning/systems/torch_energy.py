@@ -251,6 +251,7 @@ class TorchEnergy(nn.Module):
                 self.terms.append("gb")
         if "gb" in self.terms and "nonbonded" not in self.terms:
             raise ValueError("an implicit-solvent force needs the NonbondedForce that holds the charges")
+        self.register_buffer("pair_idx", self._pairs())  # (N(N-1)/2, 2): every pair i < j
         # conformations evaluated by forward() (a counter, so it is in state_dict like OpenMMEnergy's)
         self.register_buffer("num_evaluated", torch.zeros((), dtype=torch.long))
 
@@ -290,7 +291,7 @@ class TorchEnergy(nn.Module):
             k = lookup[(min(a, b), max(a, b))]
             qq[k], ss[k], ee[k] = _v(cq), _v(cs), _v(ce)
         keep = (qq != 0) | (ee != 0)  # excluded pairs contribute nothing
-        self.register_buffer("nb_idx", pairs[keep])
+        self.register_buffer("nb_sel", torch.nonzero(keep).flatten())  # columns of the all-pairs distances
         self.register_buffer("nb_qq", qq[keep] * openmm_coulomb_constant())
         self.register_buffer("nb_sigma", ss[keep])
         self.register_buffer("nb_4eps", 4.0 * ee[keep])
@@ -300,11 +301,10 @@ class TorchEnergy(nn.Module):
         self.gb = {k: float(v) for k, v in consts.items()}
         self.register_buffer("gb_rho", rho)  # offset radius (nm)
         self.register_buffer("gb_scaled", scaled)  # scaled offset radius (nm)
-        n = self.n_atoms
-        ii, jj = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-        off = ii != jj
-        self.register_buffer("gb_ordered", torch.stack([ii[off], jj[off]], -1))  # (N(N-1), 2), i != j
-        self.register_buffer("gb_pairs", self._pairs())  # (N(N-1)/2, 2), i < j
+        # the I-sum runs over ordered pairs (i, j), i != j: each unordered pair's distance serves both directions
+        pi, pj = self._pairs().T
+        self.register_buffer("gb_first", torch.cat([pi, pj]))  # the atom whose I the term adds to
+        self.register_buffer("gb_second", torch.cat([pj, pi]))  # the atom whose scaled sphere it integrates
 
     def _read_custom_gb(self, force: Any, index: int) -> None:
         where = f"force {index} (CustomGBForce)"
@@ -387,18 +387,18 @@ class TorchEnergy(nn.Module):
             out["torsion"] = (self._cast("torsion_k", x) * (1.0 + torch.cos(arg))).sum(-1)
         return out
 
-    def _nonbonded(self, x: torch.Tensor) -> torch.Tensor:
-        i, j = self.nb_idx.T
-        r = torch.linalg.vector_norm(x[:, i] - x[:, j], dim=-1)
-        s6 = (self._cast("nb_sigma", x) / r).pow(6)
-        return (self._cast("nb_qq", x) / r + self._cast("nb_4eps", x) * (s6.square() - s6)).sum(-1)
+    def _nonbonded(self, r_all: torch.Tensor) -> torch.Tensor:
+        r = r_all[:, self.nb_sel]
+        s6 = (self._cast("nb_sigma", r) / r).pow(6)
+        return (self._cast("nb_qq", r) / r + self._cast("nb_4eps", r) * (s6.square() - s6)).sum(-1)
 
-    def _gb(self, x: torch.Tensor) -> torch.Tensor:
+    def _gb(self, r_all: torch.Tensor) -> torch.Tensor:
         c = self.gb
-        i, j = self.gb_ordered.T
-        r = torch.linalg.vector_norm(x[:, i] - x[:, j], dim=-1)  # (B, N(N-1))
+        x = r_all  # dtype and device
+        i = self.gb_first
+        r = torch.cat([r_all, r_all], dim=1)  # (B, N(N-1)): both directions of every pair
         rho, s = self._cast("gb_rho", x), self._cast("gb_scaled", x)
-        rho_i, s_j = rho[i], s[j]
+        rho_i, s_j = rho[i], s[self.gb_second]
         upper = r + s_j
         lower = torch.maximum(rho_i.expand_as(r), (r - s_j).abs())
         term = 0.5 * (
@@ -415,8 +415,8 @@ class TorchEnergy(nn.Module):
         pre = c["coul"] * (1 / c["eps_in"] - 1 / c["eps_out"])
         e_self = (-0.5 * pre * q.square() / born).sum(-1)
         e_sa = (c["sa"] * (radius + c["probe"]).square() * (radius / born).pow(6)).sum(-1)
-        pi, pj = self.gb_pairs.T
-        r2 = (x[:, pi] - x[:, pj]).square().sum(-1)
+        pi, pj = self.pair_idx.T
+        r2 = r_all.square()
         bb = born[:, pi] * born[:, pj]
         f = torch.sqrt(r2 + bb * torch.exp(-r2 / (4 * bb)))
         e_pair = (-pre * q[pi] * q[pj] / f).sum(-1)
@@ -430,10 +430,13 @@ class TorchEnergy(nn.Module):
             out.update({k: v.to(torch.float32) for k, v in self._bonded(x.double()).items()})
         else:
             out.update(self._bonded(x))
-        if "nonbonded" in self.terms:
-            out["nonbonded"] = self._nonbonded(x)
-        if "gb" in self.terms:
-            out["gb"] = self._gb(x)
+        if "nonbonded" in self.terms or "gb" in self.terms:
+            pi, pj = self.pair_idx.T
+            r_all = torch.linalg.vector_norm(x[:, pi] - x[:, pj], dim=-1)  # (B, N(N-1)/2): every distance once
+            if "nonbonded" in self.terms:
+                out["nonbonded"] = self._nonbonded(r_all)
+            if "gb" in self.terms:
+                out["gb"] = self._gb(r_all)
         return out
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:

@@ -126,3 +126,34 @@ def test_sampler_resumes_in_the_middle_of_an_epoch():
     resumed.resume(2, 3)
     assert list(resumed) == order[12:]
     assert list(resumed) == order  # skipping happens once
+
+
+def _dcd_bytes():
+    from pathlib import Path
+
+    return (Path(__file__).parents[2] / "data/ala2_600K.dcd").read_bytes()  # 276-byte header, 288 bytes a frame
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten", "empty"])
+def test_truncated_corrupt_or_empty_dcd_is_refused_naming_the_file(tmp_path, damage):
+    from pathlib import Path
+
+    from p4lightning.data.md_datamodule import load_positions
+
+    data = bytearray(_dcd_bytes())
+    if damage == "truncated":
+        data = data[: 276 + 288 * 4999 + 100]  # cut mid-frame
+        message = "declares 10000 frames, 4999 could be read"
+    elif damage == "overwritten":
+        data[1_000_000:1_000_064] = b"\xff" * 64
+        message = "truncated or corrupt: its DCD header declares 10000 frames"
+    else:
+        data = data[:276]
+        data[8:12] = (0).to_bytes(4, "little")
+        message = "has no frames"
+    path = tmp_path / f"{damage}.dcd"
+    path.write_bytes(bytes(data))
+    top = Path(__file__).parents[2] / "data/ala2.pdb"
+    with pytest.raises(ValueError, match=message) as info:
+        load_positions([path], top, 22)
+    assert str(path) in str(info.value)

@@ -46,3 +46,27 @@ def test_phi_psi_accepts_flat_and_rejects_bad_shapes():
 
     with pytest.raises(ValueError, match=r"shape \(B, 22, 3\) or \(B, 66\)"):
         phi_psi(torch.randn(4, 65))
+
+
+def test_check_topology_accepts_the_system_and_refuses_other_molecules_and_orders(tmp_path):
+    from pathlib import Path
+
+    import mdtraj
+    import pytest
+
+    from p4lightning.systems.alanine import check_topology
+
+    root = Path(__file__).parents[2]
+    check_topology(root / "data/ala2.pdb")
+    check_topology(root / "data/ala2_600K_replicas/topology.pdb")
+    swapped = mdtraj.load_topology(str(root / "data/ala2.pdb")).copy()
+    atoms = list(swapped.atoms)
+    atoms[8].name, atoms[10].name = "CB", "CA"  # CA and CB in each other's place
+    with pytest.raises(ValueError, match="atom 8 is ALA C CB, expected ALA C CA"):
+        check_topology(swapped)
+    other = mdtraj.Topology()  # 22 atoms of another molecule (a chain of carbons)
+    res = other.add_residue("UNK", other.add_chain())
+    for i in range(22):
+        other.add_atom(f"C{i}", mdtraj.element.carbon, res)
+    with pytest.raises(ValueError, match="atom 0 is UNK C C0"):
+        check_topology(other)
