@@ -59,6 +59,18 @@ class BoltzmannFigures(pl.Callback):
         self.summary: dict[str, Any] = {}
 
     @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse, before training, a datamodule without held-out frames (the figures compare against them)."""
+        dm = trainer.datamodule
+        if stage == "fit" and dm is not None and getattr(dm, "train", None) is not None:
+            held_out = [getattr(dm, name, None) for name in ("val", "test")]
+            if not any(h is not None and len(h) for h in held_out):
+                raise ValueError(
+                    "BoltzmannFigures compares samples with held-out MD, but the datamodule's validation and test "
+                    "splits are empty: set val_fraction or test_fraction > 0, or remove the callback"
+                )
+
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:

@@ -3,8 +3,11 @@ r"""OpenMM potential energy as a differentiable torch operation, and its regular
 :class:`OpenMMEnergy` maps positions :math:`\mathbf{x}` (nm) of shape ``(B, N, 3)`` or ``(B, 3N)`` to the
 reduced energy :math:`u(\mathbf{x}) = E(\mathbf{x}) / k_B T` of shape ``(B,)`` (dimensionless), with
 :math:`\partial u / \partial \mathbf{x} = -\mathbf{F}(\mathbf{x}) / k_B T` (nm⁻¹) in the backward pass.
-Energies and forces are computed in float64 by an :class:`~p4lightning.systems.workers.EnergyWorkerPool`;
-nothing is cached (two calls with the same tensor evaluate twice). A conformation that cannot be evaluated
+Energies and forces come from an :class:`~p4lightning.systems.workers.EnergyWorkerPool` as float64 arrays; their
+precision is the platform's: ``Reference`` computes in double precision, ``CPU`` (the default) in mixed precision
+(float32 forces and pair terms, double accumulation: ~1e-7 relative, see :class:`~p4lightning.systems.torch_energy.TorchEnergy`
+for a float64 alternative). Positions are centred on their mean per conformation before they are sent (the energy
+is translation invariant; far from the origin float32 round-off would grow with the coordinates). Nothing is cached (two calls with the same tensor evaluate twice). A conformation that cannot be evaluated
 gets :math:`u = \mathrm{NaN}` and zero gradient, and is counted in ``num_failed``.
 
 :func:`regularize_energy` is the usual "linear, then logarithmic, capped" cut that keeps huge energies of
@@ -38,6 +41,7 @@ class _ReducedEnergy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, module: OpenMMEnergy) -> torch.Tensor:  # type: ignore[override]
         xyz = x.detach().to("cpu", torch.float64).numpy().reshape(x.shape[0], module.n_atoms, 3)
+        xyz = xyz - xyz.mean(axis=1, keepdims=True)  # translation invariant: centre before the round-off
         energies, forces, failed = module.pool.evaluate(xyz)
         module.num_failed += failed
         module.num_evaluated += x.shape[0]
@@ -91,13 +95,19 @@ class OpenMMEnergy(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reduced energies ``(B,)`` of positions ``x`` in nm; NaN where OpenMM could not evaluate."""
-        return _ReducedEnergy.apply(self._validate(x), self)
+        """Reduced energies ``(B,)`` of positions ``x`` in nm; NaN where OpenMM could not evaluate; ``(0,)`` for
+        an empty batch."""
+        x = self._validate(x)
+        if x.shape[0] == 0:
+            return x.new_zeros(0)
+        return _ReducedEnergy.apply(x, self)
 
     def energies_kj_mol(self, x: torch.Tensor) -> np.ndarray:
         """Energies in kJ/mol as a float64 array (no autograd)."""
         xyz = self._validate(x).detach().to("cpu", torch.float64).numpy().reshape(x.shape[0], self.n_atoms, 3)
-        return self.pool.evaluate(xyz)[0]
+        if len(xyz) == 0:
+            return np.zeros(0)
+        return self.pool.evaluate(xyz - xyz.mean(axis=1, keepdims=True))[0]
 
     def close(self) -> None:
         """Stop the worker processes."""

@@ -290,3 +290,19 @@ def test_trainer_test_reports_nll_and_sample_metrics_on_the_test_split(md):
     (result,) = trainer.test(model, datamodule=dm, verbose=False)
     for key in ("test/nll", "test/energy_mean", "test/low_energy_fraction", "test/ess", "test/ramachandran_kl"):
         assert key in result and result[key] == result[key]  # present, not NaN
+
+
+def test_figures_callback_refuses_a_datamodule_without_held_out_frames_before_training(md, tmp_path):
+    from p4lightning.callbacks import BoltzmannFigures
+
+    dm = MDTrajectoryDataModule([str(md.trajectory)], str(md.topology), val_fraction=0.0, test_fraction=0.0)
+    steps = []
+
+    class Count(pl.Callback):
+        def on_train_batch_end(self, *args):
+            steps.append(1)
+
+    trainer = _trainer(2, callbacks=[BoltzmannFigures(out_dir=str(tmp_path)), Count()])
+    with pytest.raises(ValueError, match="validation and test splits are empty"):
+        trainer.fit(BoltzmannGenerator(n_blocks=1, hidden=[16]), datamodule=dm)
+    assert steps == []

@@ -141,3 +141,15 @@ def test_dead_worker_is_reported_not_a_hang(ala2):
     with pytest.raises(WorkerDiedError, match="died|closed its pipe"):
         pool.evaluate(ala2.positions[None])
     assert pool.closed
+
+
+def test_openmm_energy_empty_batch_and_translation(ala2):
+    import torch
+
+    from p4lightning.systems.energy import OpenMMEnergy
+
+    x = torch.as_tensor(ala2.positions)[None]
+    with OpenMMEnergy(ala2.system, 600.0, n_workers=1) as energy:
+        assert energy(x[:0]).shape == (0,)
+        far = energy(x + 1e6)  # centred before OpenMM's mixed-precision CPU platform sees it
+        torch.testing.assert_close(far, energy(x), rtol=1e-6, atol=1e-4)
