@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 # one torch (OpenMP) thread: as fast as two for our small ops, and no spinning against the OpenMM workers
-# (docs/benchmarks/bg_step.md; OMP_WAIT_POLICY=PASSIVE measured 2x slower)
+# (docs/benchmarks/thread_policy.md; OMP_WAIT_POLICY=PASSIVE measured 2x slower)
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup demo reproduction linear test lint bench clean
@@ -50,7 +50,7 @@ bench: setup
 	$(PY) benchmarks/drift.py --out docs/benchmarks/drift.json
 	$(PY) benchmarks/energy_throughput.py --out docs/benchmarks/energy_throughput
 	$(PY) benchmarks/energy_throughput.py --torch-energy --rounds 7 --out docs/benchmarks/torch_energy
-	$(PY) benchmarks/bg_step.py --rounds 12 --block 5 --energy --out docs/benchmarks/bg_step
+	$(PY) benchmarks/bg_step.py --rounds 8 --block 5 --energy --out docs/benchmarks/bg_step
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -38,7 +38,7 @@ def _quiet() -> None:
 def _ensure_single_openmp_thread() -> None:
     """Re-execute this process with ``OMP_NUM_THREADS=1`` unless the caller chose a thread count.
 
-    torch's OpenMP threads and the OpenMM workers share the cores. Measured (``docs/benchmarks/bg_step.md``): one
+    torch's OpenMP threads and the OpenMM workers share the cores. Measured (``docs/benchmarks/thread_policy.md``): one
     torch thread is as fast as the default two for the Boltzmann generator's small operations and cannot spin
     against busy workers, while ``OMP_WAIT_POLICY=PASSIVE`` made every step 2× slower (thread wake-ups). OpenMP
     reads the variable when torch loads, which has already happened here, so this needs a fresh process.
