@@ -92,11 +92,20 @@ class P4MergeCallback(pl.Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(
-            every_n_steps=self.schedule.every_n_steps,
-            force_every_n_merges=self.schedule.force_every_n_merges,
-            correct_every_n_merges=self.schedule.correct_every_n_merges,
-        )
+        # One key whatever the settings: a key that named them (Lightning's default for callbacks with arguments)
+        # made a resume with a changed every_n_steps find no saved state and silently restart the schedule;
+        # with one key the saved schedule is found, and MergeSchedule.load_state_dict refuses settings that differ.
+        return "P4MergeCallback"
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        saved = checkpoint.get("callbacks", {})
+        if self.state_key not in saved:  # a checkpoint written before the key was fixed: find it by its prefix
+            older = [k for k in saved if k.startswith("P4MergeCallback")]
+            if older:
+                self.load_state_dict(saved[older[0]])
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -181,7 +181,17 @@ def test_state_dict_round_trip():
     other.load_state_dict(cb.state_dict())
     assert other.schedule.rounds == 7
     assert torch.equal(other.schedule.generator.get_state(), cb.schedule.generator.get_state())
-    assert cb.state_key != P4MergeCallback(every_n_steps=3).state_key
+    assert cb.state_key == P4MergeCallback(every_n_steps=3).state_key  # found again whatever the settings
+
+
+def test_resume_with_changed_settings_is_refused_not_silently_restarted(tmp_path):
+    pl.seed_everything(0)
+    trainer = _trainer(callbacks=[P4MergeCallback(every_n_steps=2)])
+    trainer.fit(LinearFit(5), datamodule=_data())
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    resumed = _trainer(callbacks=[P4MergeCallback(every_n_steps=3)], max_epochs=2)
+    with pytest.raises(ValueError, match="checkpointed every_n_steps=2 differs from this schedule's every_n_steps=3"):
+        resumed.fit(LinearFit(5), datamodule=_data(), ckpt_path=str(tmp_path / "run.ckpt"))
 
 
 def test_model_without_p4_module_is_rejected():
