@@ -103,9 +103,24 @@ class P4Orth(P4Module, Bijection):
         self.bias = nn.Parameter(torch.zeros(self.dim, **kw)) if bias else None
         self.reset_perturbation()
 
+    def _check_reflections(self) -> None:
+        """With ``check_inputs``: a zero Householder vector defines no reflection (0/0): raise naming it."""
+        if not self.check_inputs:
+            return
+        for name in ("w1", "w2"):
+            w = getattr(self, name)
+            if torch.compiler.is_compiling():
+                torch._assert_async((w.square().sum() > 0), f"P4Orth.{name} is the zero vector")
+            elif not bool(w.square().sum() > 0):
+                raise ValueError(
+                    f"P4Orth.{name} is the zero vector: H = I - 2 w w^T / |w|^2 is undefined (reset_perturbation() "
+                    "draws a valid one)"
+                )
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``y = H₁ H₂ A x + b`` for ``x`` of shape ``(*, n)``; ``ladj`` is 0 with shape ``(*)``."""
         self._check(x, "x")
+        self._check_reflections()
         y = x @ self.matrix.to(x.dtype).T
         y = householder(householder(y, self.w2.to(x.dtype)), self.w1.to(x.dtype))
         if self.bias is not None:
@@ -115,6 +130,7 @@ class P4Orth(P4Module, Bijection):
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``x = Aᵀ H₂ H₁ (y − b)`` (reflections are symmetric involutions); ``ladj`` is 0."""
         self._check(y, "y")
+        self._check_reflections()
         z = y - self.bias if self.bias is not None else y
         z = householder(householder(z, self.w1.to(y.dtype)), self.w2.to(y.dtype))
         return z @ self.matrix.to(y.dtype), y.new_zeros(y.shape[:-1])

@@ -69,3 +69,18 @@ def test_non_orthogonal_init_is_rejected():
 def test_penalty_is_zero_with_a_graph():
     layer = P4Orth(3)
     assert float(layer.penalty().detach()) == 0.0
+
+
+def test_zero_householder_vector_is_refused_naming_it():
+    import pytest
+    import torch
+
+    from p4lightning import P4Orth
+
+    layer = P4Orth(4)
+    with torch.no_grad():
+        layer.w2.zero_()
+    with pytest.raises(ValueError, match="P4Orth.w2 is the zero vector"):
+        layer(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="P4Orth.w2 is the zero vector"):
+        layer.inverse(torch.randn(3, 4))
