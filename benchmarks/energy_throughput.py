@@ -22,7 +22,7 @@ of training, whose process runs torch on one thread and holds no OpenMM context.
 one thread except in the last row.
 
 With ``--torch-energy``: :class:`~p4lightning.systems.torch_energy.TorchEnergy` (energy + forces by autograd, in
-the parent, one torch thread) for batches of 256, 1,024 and 4,096, float32 and float64, eager and compiled, against
+the parent, one torch thread, and compiled also with two threads — both cores, as the pool uses) for batches of 256, 1,024 and 4,096, float32 and float64, eager and compiled, against
 the 2-worker pool and a one-context loop (``Threads=1``, timed in the parent, OpenMM's compiled entry points) on
 the same batches, rounds interleaved; every ratio is the median of per-round ratios to the pool.
 
@@ -132,6 +132,14 @@ def torch_energy(args: argparse.Namespace) -> None:
         return u.detach(), -g
 
     compiled = torch.compile(energy_and_forces, dynamic=False)
+
+    def two_threads(fn: object, x: torch.Tensor) -> object:
+        """Run ``fn(x)`` with two intra-op threads (both cores, as the 2-worker pool uses)."""
+        torch.set_num_threads(2)
+        try:
+            return fn(x)
+        finally:
+            torch.set_num_threads(1)
     rows: list[dict[str, object]] = []
     compile_s: dict[str, float] = {}
     for batch in (256, 1024, 4096):
@@ -152,6 +160,7 @@ def torch_energy(args: argparse.Namespace) -> None:
             # the pool runs OpenMM's CPU platform (mixed precision, ~1e-7); float64 vs Reference: 1e-14 (tests)
             assert err < 1e-4, f"torch {tag} disagrees with OpenMM: {err}"
             methods[f"torch {tag}, compiled"] = lambda x=x: compiled(x)
+            methods[f"torch {tag}, compiled, 2 threads"] = lambda x=x: two_threads(compiled, x)
         times: dict[str, list[float]] = {k: [] for k in methods}
         for fn in methods.values():
             fn()
