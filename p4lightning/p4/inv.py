@@ -100,7 +100,8 @@ class P4Inv(P4Module, Bijection):
             floating-point precision would leave an inconsistent inverse. ``math.inf`` disables the probe.
         bookkeeping_dtype: dtype of :math:`\mathbf{A}, \mathbf{A}^{-1}, \ln|\det\mathbf{A}|` (e.g.
             ``torch.float64`` while the network runs in float32); ``None`` follows the parameters.
-        dtype: dtype of :math:`\mathbf{u}, \mathbf{v}, \mathbf{b}` (default: torch's default dtype).
+        dtype: dtype of :math:`\mathbf{u}, \mathbf{v}, \mathbf{b}` (default: an explicit ``init`` tensor's dtype,
+            else torch's default dtype).
         device: device of all tensors.
         check_inputs: validate the shape and finiteness of every input (one reduction per call).
 
@@ -166,6 +167,8 @@ class P4Inv(P4Module, Bijection):
             )
         self.max_inverse_error = float(max_inverse_error)
         self.check_inputs = bool(check_inputs)
+        if dtype is None and isinstance(init, torch.Tensor) and init.is_floating_point():
+            dtype = init.dtype  # an explicit init keeps its precision (A, A^-1, log|det| are formed in it)
         param_dtype = dtype if dtype is not None else torch.get_default_dtype()
         if bookkeeping_dtype is not None and not bookkeeping_dtype.is_floating_point:
             raise TypeError(f"bookkeeping_dtype must be a floating dtype; got {bookkeeping_dtype}")

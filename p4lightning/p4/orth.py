@@ -82,6 +82,8 @@ class P4Orth(P4Module, Bijection):
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
         self.check_inputs = bool(check_inputs)
+        if dtype is None and isinstance(init, torch.Tensor) and init.is_floating_point():
+            dtype = init.dtype  # an explicit init keeps its precision (A, A^-1, log|det| are formed in it)
         param_dtype = dtype if dtype is not None else torch.get_default_dtype()
         if bookkeeping_dtype is not None and not bookkeeping_dtype.is_floating_point:
             raise TypeError(f"bookkeeping_dtype must be a floating dtype; got {bookkeeping_dtype}")

@@ -325,3 +325,25 @@ def test_correct_inverse_leaves_a_far_off_inverse_untouched() -> None:
     reported = layer.correct_inverse()
     assert float(reported) == pytest.approx(8**0.5)
     assert torch.equal(layer.inverse_matrix, before)
+
+
+def test_explicit_float64_init_keeps_its_precision_under_a_float32_default():
+    import torch
+
+    from p4lightning import P4Inv, P4Orth
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        g = torch.Generator().manual_seed(0)
+        t = torch.randn(6, 6, generator=g, dtype=torch.float64) + 3 * torch.eye(6, dtype=torch.float64)
+        layer = P4Inv(6, init=t)
+        assert layer.matrix.dtype == torch.float64 and torch.equal(layer.matrix, t)
+        residual = (layer.matrix @ layer.inverse_matrix - torch.eye(6, dtype=torch.float64)).abs().max()
+        assert residual < 1e-14
+        q, _ = torch.linalg.qr(t)
+        orth = P4Orth(6, init=q)
+        assert orth.matrix.dtype == torch.float64 and torch.equal(orth.matrix, q)
+        assert P4Inv(6, init=t.float()).matrix.dtype == torch.float32  # a float32 init stays float32
+    finally:
+        torch.set_default_dtype(previous)
