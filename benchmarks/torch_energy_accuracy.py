@@ -17,32 +17,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import openmm
 import torch
 
 ROOT = Path(__file__).parents[1]
-TERMS = {"HarmonicBondForce": "bond", "HarmonicAngleForce": "angle", "PeriodicTorsionForce": "torsion",
-         "NonbondedForce": "nonbonded", "CustomGBForce": "gb"}  # fmt: skip
-
-
-def reference(system: object, xyz: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
-    names = []
-    for i, f in enumerate(system.getForces()):
-        f.setForceGroup(i)
-        names.append(type(f).__name__)
-    ctx = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
-    terms: dict[str, list[float]] = {TERMS[n]: [] for n in names if n in TERMS}
-    forces = []
-    for x in xyz:
-        ctx.setPositions(x)
-        for i, n in enumerate(names):
-            if n in TERMS:
-                terms[TERMS[n]].append(ctx.getState(getEnergy=True, groups={i}).getPotentialEnergy()._value)
-        forces.append(ctx.getState(getForces=True).getForces(asNumpy=True)._value)
-    return {k: np.array(v) for k, v in terms.items()}, np.array(forces)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, default=Path("checkpoints/paper_p4inv.ckpt"))
@@ -56,6 +33,7 @@ def main() -> None:
     from p4lightning.models.boltzmann import BoltzmannGenerator
     from p4lightning.systems.alanine import alanine_dipeptide
     from p4lightning.systems.torch_energy import TorchEnergy
+    from p4lightning.testing import openmm_reference
 
     ala2 = alanine_dipeptide(600.0)
     rng = np.random.default_rng(0)
@@ -81,7 +59,7 @@ def main() -> None:
     e32 = {b: TorchEnergy(ala2.system, 600.0, bonded_float64=b) for b in (False, True)}
     rows = []
     for name, xyz in sets.items():
-        ref_terms, ref_forces = reference(ala2.system, xyz)
+        ref_terms, _, ref_forces = openmm_reference(ala2.system, xyz)
         abs_sum = sum(np.abs(v) for v in ref_terms.values())
         x = torch.tensor(xyz, requires_grad=True)
         terms = energy.terms_kj(x)

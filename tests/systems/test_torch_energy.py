@@ -11,37 +11,12 @@ import torch
 
 from p4lightning.systems.alanine import kt
 from p4lightning.systems.torch_energy import TorchEnergy, openmm_coulomb_constant
+from p4lightning.testing import openmm_reference
 
 ROOT = Path(__file__).parents[2]
-TERMS = {
-    "HarmonicBondForce": "bond",
-    "HarmonicAngleForce": "angle",
-    "PeriodicTorsionForce": "torsion",
-    "NonbondedForce": "nonbonded",
-    "CustomGBForce": "gb",
-    "GBSAOBCForce": "gb",
-}
 
 
-def reference(system, xyz):
-    """OpenMM Reference: per-term energies (kJ/mol), total energy and forces (kJ/mol/nm) for each frame."""
-    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
-    names = []
-    for i, f in enumerate(system.getForces()):
-        f.setForceGroup(i)
-        names.append(type(f).__name__)
-    ctx = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
-    terms = {TERMS[n]: [] for n in names if n in TERMS}
-    total, forces = [], []
-    for x in xyz:
-        ctx.setPositions(x)
-        for i, n in enumerate(names):
-            if n in TERMS:
-                terms[TERMS[n]].append(ctx.getState(getEnergy=True, groups={i}).getPotentialEnergy()._value)
-        st = ctx.getState(getEnergy=True, getForces=True)
-        total.append(st.getPotentialEnergy()._value)
-        forces.append(st.getForces(asNumpy=True)._value)
-    return {k: np.array(v) for k, v in terms.items()}, np.array(total), np.array(forces)
+reference = openmm_reference  # (per-term energies, totals, forces) from OpenMM's Reference platform
 
 
 @pytest.fixture(scope="module")
