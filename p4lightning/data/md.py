@@ -28,6 +28,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,8 +80,6 @@ def simulate(
         progress: show a progress bar.
     """
     import mdtraj
-    import openmm
-    from openmm import unit
 
     out = Path(out)
     if out.suffix.lower() != ".dcd":
@@ -92,27 +91,11 @@ def simulate(
     if not timestep_fs > 0 or not friction_per_ps > 0:
         raise ValueError(f"timestep_fs and friction_per_ps must be > 0; got {timestep_fs}, {friction_per_ps}")
     ala2 = alanine_dipeptide(temperature)
-    integrator = openmm.LangevinMiddleIntegrator(
-        temperature * unit.kelvin, friction_per_ps / unit.picosecond, timestep_fs * unit.femtosecond
-    )
-    integrator.setRandomNumberSeed(seed)
-    plat = openmm.Platform.getPlatformByName(platform)
-    props = {"Threads": "1"} if platform == "CPU" else {}
-    context = openmm.Context(ala2.system, integrator, plat, props)
-    context.setPositions(ala2.positions)
-    openmm.LocalEnergyMinimizer.minimize(context)
-    context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
-    start = time.perf_counter()
-    integrator.step(equilibration_steps)
-    xyz = np.empty((frames, ala2.positions.shape[0], 3), dtype=np.float32)
+    cfg = {"temperature": float(temperature), "friction_per_ps": float(friction_per_ps), "timestep_fs": float(timestep_fs),
+           "platform": platform, "equilibration_steps": equilibration_steps, "frames": frames, "save_every": save_every}  # fmt: skip
     bar = _progress(frames, "MD frames", progress)
-    for f in range(frames):
-        integrator.step(save_every)
-        state = context.getState(getPositions=True)
-        xyz[f] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        bar.update(1)
+    xyz, seconds = _openmm_frames(ala2, ala2.positions, seed, cfg, minimise_in_context=True, tick=lambda: bar.update(1))
     bar.close()
-    seconds = time.perf_counter() - start
     top = ala2.mdtraj_topology()
     traj = mdtraj.Trajectory(xyz, top, time=np.arange(frames) * save_every * timestep_fs * 1e-3)  # ps
     with atomic_path(out) as tmp:
@@ -192,29 +175,47 @@ def _save(xyz: np.ndarray, top: object, path: Path, dt_ps: float) -> None:
 
 def _openmm_replica(spec: ReplicaSpec, cfg: dict, counter: object, core: int | None) -> float:
     """Worker: one replica with OpenMM (``Threads=1``); returns its wall time (s)."""
-    import openmm
-    from openmm import unit
 
     _pin(core)
     ala2 = alanine_dipeptide(cfg["temperature"])
+
+    def tick() -> None:
+        with counter.get_lock():
+            counter.value += 1
+
+    start = _minimised(ala2, _start_positions(spec, ala2.positions))
+    xyz, seconds = _openmm_frames(ala2, start, spec.seed, cfg, minimise_in_context=False, tick=tick)
+    _save(xyz, ala2.mdtraj_topology(), Path(spec.trajectory), cfg["save_every"] * cfg["timestep_fs"] * 1e-3)
+    return seconds
+
+
+def _openmm_frames(
+    ala2: object, positions: np.ndarray, seed: int, cfg: dict, minimise_in_context: bool, tick: Callable[[], None]
+) -> tuple[np.ndarray, float]:
+    """LangevinMiddle MD with OpenMM from ``positions`` (nm): velocities at ``cfg["temperature"]`` from ``seed``,
+    ``equilibration_steps`` discarded, then ``frames`` frames ``(frames, N, 3)`` float32 nm every ``save_every``
+    steps (``tick()`` after each). Returns the frames and the wall time (s) after set-up."""
+    import openmm
+    from openmm import unit
+
     integrator = openmm.LangevinMiddleIntegrator(
         cfg["temperature"] * unit.kelvin, cfg["friction_per_ps"] / unit.picosecond, cfg["timestep_fs"] * unit.femtosecond
     )
-    integrator.setRandomNumberSeed(spec.seed)
+    integrator.setRandomNumberSeed(seed)
     plat = openmm.Platform.getPlatformByName(cfg["platform"])
     context = openmm.Context(ala2.system, integrator, plat, {"Threads": "1"} if cfg["platform"] == "CPU" else {})
-    context.setPositions(_minimised(ala2, _start_positions(spec, ala2.positions)))
-    context.setVelocitiesToTemperature(cfg["temperature"] * unit.kelvin, spec.seed)
+    context.setPositions(positions)
+    if minimise_in_context:
+        openmm.LocalEnergyMinimizer.minimize(context)
+    context.setVelocitiesToTemperature(cfg["temperature"] * unit.kelvin, seed)
     start = time.perf_counter()
     integrator.step(cfg["equilibration_steps"])
-    xyz = np.empty((cfg["frames"], ala2.positions.shape[0], 3), dtype=np.float32)
+    xyz = np.empty((cfg["frames"], positions.shape[0], 3), dtype=np.float32)
     for f in range(cfg["frames"]):
         integrator.step(cfg["save_every"])
         xyz[f] = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        with counter.get_lock():
-            counter.value += 1
-    _save(xyz, ala2.mdtraj_topology(), Path(spec.trajectory), cfg["save_every"] * cfg["timestep_fs"] * 1e-3)
-    return time.perf_counter() - start
+        tick()
+    return xyz, time.perf_counter() - start
 
 
 def _torch_replicas(specs: list[ReplicaSpec], cfg: dict, counter: object, core: int | None) -> float:

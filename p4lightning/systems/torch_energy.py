@@ -394,10 +394,9 @@ class TorchEnergy(nn.Module):
 
     def _gb(self, r_all: torch.Tensor) -> torch.Tensor:
         c = self.gb
-        x = r_all  # dtype and device
         i = self.gb_first
         r = torch.cat([r_all, r_all], dim=1)  # (B, N(N-1)): both directions of every pair
-        rho, s = self._cast("gb_rho", x), self._cast("gb_scaled", x)
+        rho, s = self._cast("gb_rho", r_all), self._cast("gb_scaled", r_all)
         rho_i, s_j = rho[i], s[self.gb_second]
         upper = r + s_j
         lower = torch.maximum(rho_i.expand_as(r), (r - s_j).abs())
@@ -407,11 +406,11 @@ class TorchEnergy(nn.Module):
             + 0.5 * torch.log(lower / upper) / r
         )
         term = torch.where(upper - rho_i >= 0, term, torch.zeros_like(term))
-        integral = torch.zeros(x.shape[0], self.n_atoms, dtype=x.dtype, device=x.device).index_add_(1, i, term)
+        integral = r_all.new_zeros(r_all.shape[0], self.n_atoms).index_add_(1, i, term)
         psi = integral * rho
         radius = rho + c["offset"]
         born = 1 / (1 / rho - torch.tanh(c["alpha"] * psi - c["beta"] * psi.square() + c["gamma"] * psi.pow(3)) / radius)
-        q = self._cast("gb_charge", x)
+        q = self._cast("gb_charge", r_all)
         pre = c["coul"] * (1 / c["eps_in"] - 1 / c["eps_out"])
         e_self = (-0.5 * pre * q.square() / born).sum(-1)
         e_sa = (c["sa"] * (radius + c["probe"]).square() * (radius / born).pow(6)).sum(-1)
