@@ -17,16 +17,13 @@ Run: ``python benchmarks/bg_step.py --rounds 12 --block 5 --energy --out docs/be
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).parents[1]
+from _report import machine, md_positions, ratio_summary, write_report
 
 
 def make_model(mixing: str, compile: bool, data: torch.Tensor) -> tuple[object, Callable[[torch.Tensor], None]]:
@@ -35,7 +32,7 @@ def make_model(mixing: str, compile: bool, data: torch.Tensor) -> tuple[object, 
     torch.manual_seed(0)
     model = BoltzmannGenerator(mixing=mixing, n_blocks=25, hidden=[60, 60])
     model.transform.fit_(data.reshape(-1, 22, 3))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = model.configure_optimizers()  # what training uses (fused Adam)
     density = torch.compile(model.log_density) if compile else model.log_density
     p4 = model._p4_modules
     count = [0]
@@ -80,9 +77,7 @@ def ml_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
             times[key].append(timed_block(step, data, block, g))
 
     def ratio(a: tuple[str, bool], b: tuple[str, bool]) -> dict[str, float]:
-        r = sorted(x / y for x, y in zip(times[a], times[b], strict=True))
-        q = statistics.quantiles(r, n=4) if len(r) >= 4 else [r[0], statistics.median(r), r[-1]]
-        return {"median": statistics.median(r), "q1": q[0], "q3": q[2]}
+        return ratio_summary(times[a], times[b])
 
     return {
         "ms": {f"{m}{' compiled' if c else ''}": 1e3 * statistics.median(v) for (m, c), v in times.items()},
@@ -144,17 +139,13 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    from p4lightning.data.md_datamodule import load_positions
-
-    data = torch.from_numpy(
-        load_positions([str(ROOT / "data/ala2_600K.dcd")], str(ROOT / "data/ala2.pdb"), 22)
-    ).reshape(-1, 66)
+    data = md_positions()
     t0 = time.perf_counter()
     result = {"ml": ml_phase(data, args.rounds, args.block)}
     if args.energy:
         result["energy"] = energy_phase(data, max(4, args.rounds // 2), args.block)
     result["wall_s"] = time.perf_counter() - t0
-    result["machine"] = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"
+    result["machine"] = machine()
     ml = result["ml"]
     lines = [
         "# Paper-size Boltzmann-generator step (25 blocks, batch 256, float32, one torch thread)",
@@ -183,11 +174,7 @@ def main() -> None:
             "",
             f"torch / OpenMM pool: **{e['torch / openmm']:.3f}** (median of per-round ratios)",
         ]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    print(text)
+    write_report(args.out, lines, result)
 
 
 if __name__ == "__main__":

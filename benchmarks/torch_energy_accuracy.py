@@ -13,11 +13,11 @@ Run: ``python benchmarks/torch_energy_accuracy.py --ckpt checkpoints/paper_p4inv
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from _report import write_report
 
 ROOT = Path(__file__).parents[1]
 def main() -> None:
@@ -91,11 +91,7 @@ def main() -> None:
     ]
     for r in rows:
         lines.append(f"| {r['set']} | {r['n']} | {r['max_energy_kT']:.3g} | " + " | ".join(f"{r[c]:.1e}" for c in cols) + " |")
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print(text)
+    write_report(args.out, lines, rows)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import TypeVar
 import torch
 
 __all__ = [
+    "InputFileError",
+    "as_floating_dtype",
     "check_choice",
     "check_finite",
     "check_features",
@@ -21,6 +23,12 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+class InputFileError(ValueError):
+    """A user's input file (trajectory, topology, checkpoint) is unreadable, corrupt, truncated, empty or of
+    another system. A :class:`ValueError`, so callers that catch bad input keep working; the ``p4lightning``
+    command prints it as one line."""
 
 
 def check_features(x: torch.Tensor, dim: int, name: str = "x") -> None:
@@ -116,3 +124,20 @@ def check_choice(value: T, choices: Iterable[T], name: str) -> T:
     if value not in options:
         raise ValueError(f"{name} must be one of {options}; got {value!r}")
     return value
+
+
+def as_floating_dtype(value: str | torch.dtype | None, name: str = "dtype") -> torch.dtype | None:
+    """A floating ``torch.dtype`` from a dtype or its name (``"float64"``, ``"torch.float64"``); ``None`` stays.
+
+    Config files and hyperparameters hold names; modules take dtypes: one option, one name, both spellings.
+
+    Raises:
+        ValueError: not a floating dtype or the name of one.
+    """
+    if value is None or isinstance(value, torch.dtype):
+        dtype = value
+    else:
+        dtype = getattr(torch, str(value).removeprefix("torch."), None)
+    if value is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"{name} must be a floating dtype such as 'float64' or torch.float64; got {value!r}")
+    return dtype

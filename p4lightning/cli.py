@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 __all__ = ["evaluate_main", "main", "sample_main"]
 
@@ -50,6 +50,67 @@ def _ensure_single_openmp_thread() -> None:
 
 class UsageError(Exception):
     """A user's mistake in a ``p4lightning`` command: printed as one line, exit status 2."""
+
+
+PROG = "p4lightning"
+DESCRIPTION = (
+    "Train and score P4 models and Boltzmann generators. Sub-commands: fit, validate, test (LightningCLI, from a "
+    "config: 'p4lightning fit --config configs/bg/demo.yaml'); sample and evaluate (a Boltzmann-generator "
+    "checkpoint: 'p4lightning sample --help', 'p4lightning evaluate --help')."
+)
+
+
+class _ArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser with one-line errors: the message and where to find help, not a 50-line usage dump."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        first = message.strip().splitlines()[0] if message.strip() else "invalid arguments"
+        print(f"{prog}: error: {first} (options: {prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class P4LightningCLI(LightningCLI):
+    """``LightningCLI`` as ``p4lightning``: named so in usage, without ``predict`` (no model has a predict step),
+    and with configuration and data errors — a bad value, a missing or corrupt file — as one line, exit status 2.
+    """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        commands = LightningCLI.subcommands()
+        commands.pop("predict")
+        return commands
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, FileNotFoundError) as err:  # the constructors' input checks
+            _fail(self.subcommand, err)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        from p4lightning._validation import InputFileError
+
+        try:
+            super()._run_subcommand(subcommand)
+        except (InputFileError, FileNotFoundError) as err:  # data files found broken in setup()
+            _fail(subcommand, err)
+
+
+def _fail(subcommand: str | None, err: BaseException) -> None:
+    """Print ``err`` (its first line) as the command's one-line error and exit with status 2 (with
+    ``P4LIGHTNING_DEBUG=1`` in the environment: re-raise it with its traceback)."""
+    if os.environ.get("P4LIGHTNING_DEBUG"):
+        raise err
+    lines = [line.strip() for line in str(err).strip().splitlines()]
+    # jsonargparse wraps a constructor's error as "Does not validate against any of the Union subtypes ...
+    # Errors: - <the constructor's message> - Expected a <class 'NoneType'>": report the constructor's message
+    causes = [line[2:] for line in lines if line.startswith("- ") and not line.startswith("- Expected a ")]
+    text = causes[0] if causes else (lines[0] if lines else type(err).__name__)
+    print(f"{PROG} {subcommand or ''}: error: {text}".replace("  ", " "), file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def _load_bg(path: Path, energy: str | None = None) -> Any:
@@ -318,13 +379,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"p4lightning {args[0]}: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         return
-    LightningCLI(
+    P4LightningCLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=argv,  # None: LightningCLI reads sys.argv itself
         save_config_kwargs={"overwrite": True},
+        parser_class=_ArgumentParser,
+        parser_kwargs={"prog": PROG, "description": DESCRIPTION},
     )
 
 

@@ -147,3 +147,30 @@ def test_console_script_reexecs_with_one_openmp_thread():
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run([exe, "sample", "--help"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--ckpt" in out.stdout
+    # the re-executed process still calls itself p4lightning (not cli.py), lists sample/evaluate, has no predict
+    out = subprocess.run([exe, "--help"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("usage: p4lightning [")
+    assert "sample" in out.stdout and "evaluate" in out.stdout and "predict" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "--bogus", "1"], "p4lightning fit: error: unrecognized arguments: --bogus 1"),
+        (["predict"], "invalid choice: 'predict'"),
+        (["fit", "--config", "configs/bg/demo.yaml", "--data.init_args.trajectories", "[nothere.dcd]"],
+         "p4lightning fit: error: trajectory file not found: nothere.dcd"),
+        (["fit", "--config", "configs/bg/demo.yaml", "--model.init_args.lr", "-1"], "lr and energy_lr must be > 0"),
+        (["test", "--config", "configs/bg/demo.yaml", "--data.init_args.topology", "data/ala2_600K_replicas/replicas.json"],
+         "p4lightning test: error: topology data/ala2_600K_replicas/replicas.json is not readable by mdtraj"),
+    ],
+)  # fmt: skip
+def test_lightning_cli_errors_end_in_one_line_without_usage_dump(argv, message, capsys, monkeypatch):
+    """Errors a user causes in fit/validate/test: one message line (Lightning may log 'Seed set' etc. first)."""
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err.splitlines()[-1], err
+    assert "Traceback" not in err and "usage:" not in err and len(err.splitlines()) <= 4

@@ -34,13 +34,18 @@ from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
 from p4lightning._validation import check_positive_int
-from p4lightning.p4.inv import P4Inv
 from p4lightning.p4.protocol import MergeStatus, P4Module, find_p4_modules
 from p4lightning.p4.schedule import MergeReport, MergeSchedule
 
 __all__ = ["P4MergeCallback"]
 
-_UNSUPPORTED_STRATEGIES = ("FSDP", "DeepSpeed", "ModelParallel")
+
+def _sharding_strategies() -> tuple[type, ...]:
+    """Lightning's strategies that shard parameters across ranks (a rank cannot merge a whole perturbation)."""
+    from pytorch_lightning import strategies
+
+    names = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+    return tuple(getattr(strategies, n) for n in names if hasattr(strategies, n))
 
 
 class P4MergeCallback(pl.Callback):
@@ -54,7 +59,9 @@ class P4MergeCallback(pl.Callback):
             perturbation parameters, for any ``torch.optim`` optimizer.
         seed: seed of the generator that re-draws perturbations (identical on all ranks).
         log_merges: log merge statistics through ``pl_module.log`` after every round.
-        probe_inverse: also log an :math:`O(n^2)` probe of :math:`\|\mathbf{A}\mathbf{A}^{-1} - \mathbf{I}\|`.
+        probe_inverse: also log every module's :meth:`~p4lightning.p4.protocol.P4Module.diagnostics` (for
+            P⁴Inv an :math:`O(n^2)` probe of :math:`\|\mathbf{A}\mathbf{A}^{-1} - \mathbf{I}\|`), the maximum
+            over modules of each as ``p4/<name>``.
         warn_refused_fraction: warn (rank zero) when more than this fraction of merges was refused over
             the last ``warn_window`` rounds; ``1.0`` disables the warning.
         warn_window: rounds the refusal fraction is measured over.
@@ -115,11 +122,11 @@ class P4MergeCallback(pl.Callback):
                 f"P4MergeCallback: {type(pl_module).__name__} contains no P4Module (P4Inv, P4Orth, ...); "
                 "remove the callback or add a P4 layer"
             )
-        strategy = type(trainer.strategy).__name__
-        if any(name in strategy for name in _UNSUPPORTED_STRATEGIES):
+        if isinstance(trainer.strategy, _sharding_strategies()):
             raise ValueError(
-                f"P4MergeCallback does not support strategy {strategy}: it shards parameters, so a rank cannot "
-                "merge a whole perturbation. Use a data-parallel strategy (ddp, ddp_spawn, single device)."
+                f"P4MergeCallback does not support strategy {type(trainer.strategy).__name__}: it shards "
+                "parameters, so a rank cannot merge a whole perturbation. Use a data-parallel strategy (ddp, "
+                "ddp_spawn, single device)."
             )
 
     @override
@@ -183,9 +190,10 @@ class P4MergeCallback(pl.Callback):
             metrics["p4/log_abs_g_min"] = min(log_gs)
             metrics["p4/log_abs_g_max"] = max(log_gs)
         if self.probe_inverse:
-            probes = [float(m.inverse_error_probe()) for _, m in self._modules if isinstance(m, P4Inv)]
-            if probes:
-                metrics["p4/inverse_error_probe"] = max(probes)
+            for _, module in self._modules:
+                for name, value in module.diagnostics().items():
+                    key = f"p4/{name}"
+                    metrics[key] = max(metrics.get(key, -math.inf), float(value))
         # every rank holds identical values (broadcast above), so no cross-rank reduction is needed
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=False, rank_zero_only=True)
 

@@ -1,4 +1,6 @@
-"""Data: target problems, synthetic sets, MD trajectories and their Lightning datamodules."""
+"""Data: the linear target problems (:mod:`.linear`, :mod:`.linear_datamodule`), the 2-D toy densities
+(:mod:`.toy2d`), MD generation of alanine dipeptide (:mod:`.md`: ``p4lightning-md``, replicas, OpenMM or torch
+engine) and MD trajectories split by whole replicas for training (:mod:`.md_datamodule`)."""
 
 from p4lightning.data.linear import (
     LINEAR_TARGETS,

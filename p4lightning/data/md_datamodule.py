@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from p4lightning._validation import check_positive_int
+from p4lightning._validation import InputFileError, check_positive_int
 
 __all__ = ["EpochSeededSampler", "MDTrajectoryDataModule", "load_positions"]
 
@@ -107,7 +107,8 @@ def load_positions(
 
     Raises:
         FileNotFoundError: a file does not exist.
-        ValueError: unreadable format, atom count or topology mismatch, non-finite coordinates.
+        InputFileError: (a ValueError) unreadable format, empty, truncated or corrupt file, atom count or topology
+            mismatch, non-finite coordinates.
     """
     import mdtraj
 
@@ -118,37 +119,37 @@ def load_positions(
     try:
         top = mdtraj.load_topology(str(topology))
     except Exception as err:
-        raise ValueError(f"topology {topology} is not readable by mdtraj: {err}") from err
+        raise InputFileError(f"topology {topology} is not readable by mdtraj: {err}") from err
     if n_atoms is not None and top.n_atoms != n_atoms:
-        raise ValueError(f"topology {topology} has {top.n_atoms} atoms; the system has {n_atoms}")
+        raise InputFileError(f"topology {topology} has {top.n_atoms} atoms; the system has {n_atoms}")
     frames = []
     for path in map(Path, trajectories):
         if not path.is_file():
             raise FileNotFoundError(f"trajectory file not found: {path}")
         declared = dcd_header_frames(path) if path.suffix.lower() == ".dcd" else None
         if declared == 0:
-            raise ValueError(f"trajectory {path} has no frames (its DCD header declares 0)")
+            raise InputFileError(f"trajectory {path} has no frames (its DCD header declares 0)")
         try:
             traj = mdtraj.load(str(path), top=top, stride=stride)
         except Exception as err:  # mdtraj raises many types (IOError, ValueError, struct.error...)
-            raise ValueError(
+            raise InputFileError(
                 f"trajectory {path} is not readable by mdtraj with topology {topology}: {err}"
             ) from err
         if traj.n_atoms != top.n_atoms:
-            raise ValueError(
+            raise InputFileError(
                 f"trajectory {path} has {traj.n_atoms} atoms; topology {topology} has {top.n_atoms}"
             )
         if traj.n_frames == 0:
-            raise ValueError(f"trajectory {path} has no frames")
+            raise InputFileError(f"trajectory {path} has no frames")
         if declared is not None and traj.n_frames != -(-declared // stride):
-            raise ValueError(
+            raise InputFileError(
                 f"trajectory {path} is truncated or corrupt: its DCD header declares {declared} frames, "
                 f"{traj.n_frames * stride if stride == 1 else f'{traj.n_frames} (stride {stride})'} could be read"
             )
         bad = ~np.isfinite(traj.xyz)
         if bad.any():
             first = int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])
-            raise ValueError(
+            raise InputFileError(
                 f"trajectory {path} has NaN or infinite coordinates in {int(bad.any(axis=(1, 2)).sum())} frames "
                 f"(first: frame {first * stride})"
             )
@@ -219,6 +220,10 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         self.val: torch.Tensor | None = None
         self.test: torch.Tensor | None = None
         self.split_files: dict[str, list[str]] = {}
+        for path in [*expand_trajectories(self.trajectories), self.topology]:  # at configuration time, not in fit
+            if not Path(path).is_file():
+                kind = "topology" if path == self.topology else "trajectory"
+                raise FileNotFoundError(f"{kind} file not found: {path}")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:

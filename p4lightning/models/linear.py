@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from p4lightning._validation import check_choice, check_features, check_positive_int
+from p4lightning._validation import as_floating_dtype, check_choice, check_features, check_positive_int
 from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.inv import P4Inv
 
@@ -28,7 +28,8 @@ class LinearFit(CompileSafeLightningModule):
         optimizer: ``"sgd"`` (the paper's) or ``"adam"``.
         momentum: SGD momentum.
         penalty_weight: :math:`C_p` of the P⁴Inv penalty (App. A).
-        float64_bookkeeping: keep :math:`\mathbf{A}, \mathbf{A}^{-1}, \ln|\det\mathbf{A}|` in float64.
+        bookkeeping_dtype: dtype of :math:`\mathbf{A}, \mathbf{A}^{-1}, \ln|\det\mathbf{A}|` (``"float64"``;
+            default: the parameters').
     """
 
     def __init__(
@@ -39,7 +40,7 @@ class LinearFit(CompileSafeLightningModule):
         optimizer: Literal["sgd", "adam"] = "sgd",
         momentum: float = 0.0,
         penalty_weight: float = 0.0,
-        float64_bookkeeping: bool = False,
+        bookkeeping_dtype: Literal["float32", "float64"] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -59,7 +60,7 @@ class LinearFit(CompileSafeLightningModule):
                 bias=False,
                 parametrization="matrix" if self.mode == "p4inv" else "inverse",
                 penalty_weight=penalty_weight,
-                bookkeeping_dtype=torch.float64 if float64_bookkeeping else None,
+                bookkeeping_dtype=as_floating_dtype(bookkeeping_dtype, "bookkeeping_dtype"),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

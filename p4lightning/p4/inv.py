@@ -145,7 +145,7 @@ class P4Inv(P4Module, Bijection):
         check_inputs: bool = True,
     ) -> None:
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
+        param_dtype, state_dtype = self._init_state(dim, init, dtype, bookkeeping_dtype, device, check_inputs)
         self.parametrization = check_choice(parametrization, ("matrix", "inverse"), "parametrization")
         self.log_g_bounds = LogBounds.coerce(log_g_bounds, "log_g_bounds")
         self.log_det_bounds = LogBounds.coerce(log_det_bounds, "log_det_bounds")
@@ -166,14 +166,6 @@ class P4Inv(P4Module, Bijection):
                 f"max_inverse_error must be a float > 0 (math.inf disables the probe); got {max_inverse_error!r}"
             )
         self.max_inverse_error = float(max_inverse_error)
-        self.check_inputs = bool(check_inputs)
-        if dtype is None and isinstance(init, torch.Tensor) and init.is_floating_point():
-            dtype = init.dtype  # an explicit init keeps its precision (A, A^-1, log|det| are formed in it)
-        param_dtype = dtype if dtype is not None else torch.get_default_dtype()
-        if bookkeeping_dtype is not None and not bookkeeping_dtype.is_floating_point:
-            raise TypeError(f"bookkeeping_dtype must be a floating dtype; got {bookkeeping_dtype}")
-        self.bookkeeping_dtype = bookkeeping_dtype
-        state_dtype = bookkeeping_dtype if bookkeeping_dtype is not None else param_dtype
 
         a = initial_matrix(self.dim, init)  # float64
         sign, log_abs_det = torch.linalg.slogdet(a)
@@ -190,8 +182,6 @@ class P4Inv(P4Module, Bijection):
         self.register_buffer("inverse_matrix", a_inv.to(**kw_state))
         self.register_buffer("log_abs_det", log_abs_det.to(**kw_state))
         self.register_buffer("det_sign", sign.to(**kw_state))
-        self.register_buffer("merges_accepted", torch.zeros((), dtype=torch.long, device=device))
-        self.register_buffer("merges_refused", torch.zeros((), dtype=torch.long, device=device))
         # Fixed probe vector for the merge accuracy check: drawn once from a private seeded generator, so it
         # is the same on every rank and consumes nothing from the user's random streams.
         probe = torch.randn(self.dim, generator=torch.Generator().manual_seed(self.dim), dtype=torch.float64)
@@ -462,6 +452,10 @@ class P4Inv(P4Module, Bijection):
         r = torch.randn(num_probes, self.dim, generator=generator, dtype=torch.float64)
         r = r.to(dtype=self.matrix.dtype, device=self.matrix.device)
         return inverse_residual(self.matrix, self.inverse_matrix, r)
+
+    def diagnostics(self) -> dict[str, float]:
+        """``{"inverse_error_probe": ...}``: see :meth:`inverse_error_probe` (fixed probes, no global RNG)."""
+        return {"inverse_error_probe": float(self.inverse_error_probe())}
 
     def extra_repr(self) -> str:
         return (

@@ -23,7 +23,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from p4lightning._validation import check_positive_int
 from p4lightning.bijection import Bijection
 from p4lightning.p4.inv import initial_matrix
 from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module
@@ -80,14 +79,7 @@ class P4Orth(P4Module, Bijection):
         check_inputs: bool = True,
     ) -> None:
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        self.check_inputs = bool(check_inputs)
-        if dtype is None and isinstance(init, torch.Tensor) and init.is_floating_point():
-            dtype = init.dtype  # an explicit init keeps its precision (A, A^-1, log|det| are formed in it)
-        param_dtype = dtype if dtype is not None else torch.get_default_dtype()
-        if bookkeeping_dtype is not None and not bookkeeping_dtype.is_floating_point:
-            raise TypeError(f"bookkeeping_dtype must be a floating dtype; got {bookkeeping_dtype}")
-        self.bookkeeping_dtype = bookkeeping_dtype
+        param_dtype, state_dtype = self._init_state(dim, init, dtype, bookkeeping_dtype, device, check_inputs)
         a = initial_matrix(self.dim, init)
         deviation = float((a.T @ a - torch.eye(self.dim, dtype=a.dtype)).abs().max())
         if deviation > ORTHOGONALITY_TOLERANCE:
@@ -95,10 +87,7 @@ class P4Orth(P4Module, Bijection):
                 f"init must be an orthogonal matrix; got max|A^T A - I| = {deviation:.3g} "
                 f"(accepted: <= {ORTHOGONALITY_TOLERANCE:g})"
             )
-        state_dtype = bookkeeping_dtype if bookkeeping_dtype is not None else param_dtype
         self.register_buffer("matrix", a.to(dtype=state_dtype, device=device))
-        self.register_buffer("merges_accepted", torch.zeros((), dtype=torch.long, device=device))
-        self.register_buffer("merges_refused", torch.zeros((), dtype=torch.long, device=device))
         kw = {"dtype": param_dtype, "device": device}
         self.w1 = nn.Parameter(torch.empty(self.dim, **kw))
         self.w2 = nn.Parameter(torch.empty(self.dim, **kw))
@@ -185,6 +174,16 @@ class P4Orth(P4Module, Bijection):
         err = torch.linalg.matrix_norm(gram - eye)
         a.copy_(a @ (3.0 * eye - gram) / 2.0)
         return err
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        r"""``{"orthogonality_error_probe": max_k |‖A r_k‖ - ‖r_k‖| / ‖r_k‖}`` over four fixed random
+        :math:`\mathbf{r}_k` (:math:`O(n^2)`, a private seeded generator: no global RNG)."""
+        g = torch.Generator().manual_seed(0)
+        r = torch.randn(4, self.dim, generator=g, dtype=torch.float64).to(self.matrix)
+        norms = torch.linalg.vector_norm(r, dim=-1)
+        err = (torch.linalg.vector_norm(r @ self.matrix.T, dim=-1) - norms).abs() / norms
+        return {"orthogonality_error_probe": float(err.max())}
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, bias={self.bias is not None}, bookkeeping_dtype={self.bookkeeping_dtype}"

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from p4lightning._validation import check_features, check_finite
+from p4lightning._validation import check_features, check_finite, check_positive_int
 
 __all__ = [
     "MergeOutcome",
@@ -115,6 +115,41 @@ class P4Module(nn.Module, ABC):
     bookkeeping_dtype: torch.dtype | None = None
     dim: int
     check_inputs: bool = True
+
+    def _init_state(
+        self,
+        dim: int,
+        init: object,
+        dtype: torch.dtype | None,
+        bookkeeping_dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        check_inputs: bool,
+    ) -> tuple[torch.dtype, torch.dtype]:
+        """The constructor pieces every P⁴ layer shares: ``dim``, ``check_inputs``, the bookkeeping dtype and the
+        merge counters (buffers, so they are in the ``state_dict``).
+
+        An explicit floating ``init`` tensor without ``dtype`` keeps its precision. Returns ``(parameter dtype,
+        frozen-state dtype)``; the latter is ``bookkeeping_dtype`` when given.
+        """
+        self.dim = check_positive_int(dim, "dim")
+        self.check_inputs = bool(check_inputs)
+        if dtype is None and isinstance(init, torch.Tensor) and init.is_floating_point():
+            dtype = init.dtype  # an explicit init keeps its precision (the frozen state is formed in it)
+        param_dtype = dtype if dtype is not None else torch.get_default_dtype()
+        if bookkeeping_dtype is not None and not bookkeeping_dtype.is_floating_point:
+            raise TypeError(f"bookkeeping_dtype must be a floating dtype; got {bookkeeping_dtype}")
+        self.bookkeeping_dtype = bookkeeping_dtype
+        self.register_buffer("merges_accepted", torch.zeros((), dtype=torch.long, device=device))
+        self.register_buffer("merges_refused", torch.zeros((), dtype=torch.long, device=device))
+        return param_dtype, bookkeeping_dtype if bookkeeping_dtype is not None else param_dtype
+
+    def diagnostics(self) -> dict[str, float]:
+        """Health measures of the frozen state to log after a merge round, ``{name: value}`` (0 is perfect).
+
+        The merge callback logs the maximum of each name over all P⁴ modules as ``p4/<name>``; it needs nothing
+        else from a layer. Default: none. Each must cost at most :math:`O(n^2)` and consume no global RNG.
+        """
+        return {}
 
     def _check(self, x: torch.Tensor, name: str) -> None:
         """Validate an input of shape ``(*, dim)`` and its finiteness when ``check_inputs`` is set."""

@@ -269,7 +269,7 @@ def _solve_forward(
     offset: torch.Tensor | None,
     offset_sign: float,
     host_scalars: bool,
-    keep_w: bool,
+    keep_qtv: bool,
 ) -> tuple[torch.Tensor, ...]:
     r"""``(x, ladj, Qu, Q^T v or None, G)`` without autograd (G: see :func:`_log_factor`).
 
@@ -278,9 +278,9 @@ def _solve_forward(
     :math:`\mathbf{x} = \mathbf{z} - \mathbf{Q}\mathbf{u}\,(\mathbf{v}^\top\mathbf{z}) / G` in place."""
     uq, vq = _as_bookkeeping(q, u, v)
     q_y = q if q.dtype == y.dtype else q.to(y.dtype)
-    r = torch.mv(q, uq)  # Q u
-    w = torch.mv(q.T, vq) if keep_w else None  # Q^T v for the backward, while Q is in cache
-    ladj, g = _log_factor(vq, r, offset, offset_sign, -1.0, host_scalars, y)
+    qu = torch.mv(q, uq)  # Q u
+    qtv = torch.mv(q.T, vq) if keep_qtv else None  # Q^T v for the backward, while Q is in cache
+    ladj, g = _log_factor(vq, qu, offset, offset_sign, -1.0, host_scalars, y)
     if bias is None:
         z = torch.mm(y, q_y.T)
     elif q.shape[0] <= y.shape[0]:
@@ -289,10 +289,10 @@ def _solve_forward(
         z = torch.mm(y - bias, q_y.T)
     s = torch.mv(z, v)  # v^T Q (y - b), per row
     if isinstance(g, float):
-        x = z.addr_(s, r.to(y.dtype), alpha=_ieee_div(-1.0, g))
+        x = z.addr_(s, qu.to(y.dtype), alpha=_ieee_div(-1.0, g))
     else:
-        x = z.addr_(s, torch.div(r, g).neg_().to(y.dtype))
-    return x, ladj, r, w, g
+        x = z.addr_(s, torch.div(qu, g).neg_().to(y.dtype))
+    return x, ladj, qu, qtv, g
 
 
 class _RankOneSolve(torch.autograd.Function):
@@ -308,21 +308,21 @@ class _RankOneSolve(torch.autograd.Function):
         offset_sign: float,
         host_scalars: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, ladj, r, w, g = _solve_forward(y, q, u, v, bias, offset, offset_sign, host_scalars, keep_w=True)
+        x, ladj, qu, qtv, g = _solve_forward(y, q, u, v, bias, offset, offset_sign, host_scalars, keep_qtv=True)
         ctx.g = g  # a float, or a 0-d intermediate tensor
         ctx.offset_sign = offset_sign
-        ctx.save_for_backward(y, bias, q, u, v, x, r, w)
+        ctx.save_for_backward(y, bias, q, u, v, x, qu, qtv)
         return x, ladj
 
     @staticmethod
     def backward(ctx: Any, grad_x: torch.Tensor, grad_ladj: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        y, bias, q, u, v, x, r, w = ctx.saved_tensors
+        y, bias, q, u, v, x, qu, qtv = ctx.saved_tensors
         need_offset = ctx.needs_input_grad[5]
         if torch.is_grad_enabled():  # create_graph=True: x rebuilt differentiably from y and the bias
             yb = y if bias is None else y - bias
             grads = _differentiable_solve_backward(yb, q, u, v, grad_x, grad_ladj, ctx.needs_input_grad)
         else:
-            grads = _solve_backward(q, u, v, x, r, w, ctx.g, grad_x, grad_ladj, ctx.needs_input_grad)
+            grads = _solve_backward(q, u, v, x, qu, qtv, ctx.g, grad_x, grad_ladj, ctx.needs_input_grad)
         grad_y, grad_u, grad_v, grad_b = grads
         grad_offset = ctx.offset_sign * grad_ladj.sum() if need_offset else None
         return grad_y, None, grad_u, grad_v, grad_b, grad_offset, None, None
@@ -333,16 +333,16 @@ def _solve_backward(
     u: torch.Tensor,
     v: torch.Tensor,
     x: torch.Tensor,
-    r: torch.Tensor,
-    w: torch.Tensor,
+    qu: torch.Tensor,
+    qtv: torch.Tensor,
     g: float | torch.Tensor,
     grad_x: torch.Tensor,
     grad_ladj: torch.Tensor,
     needs: tuple[bool, ...],
 ) -> list[torch.Tensor | None]:
     r"""Backward of :class:`_RankOneSolve` with :math:`\mathbf{M} = (\mathbf{P} + \mathbf{u}\mathbf{v}^\top)^{-1}
-    = \mathbf{Q} - \mathbf{r}\mathbf{w}^\top / G`, :math:`\mathbf{r} = \mathbf{Q}\mathbf{u}`,
-    :math:`\mathbf{w} = \mathbf{Q}^\top\mathbf{v}`, outputs :math:`\mathbf{X}` and
+    = \mathbf{Q} - \mathbf{r}\mathbf{w}^\top / G`, :math:`\mathbf{r} = \mathbf{Q}\mathbf{u}` (``qu``, as in
+    :class:`_RankOneAffine`), :math:`\mathbf{w} = \mathbf{Q}^\top\mathbf{v}` (``qtv``), outputs :math:`\mathbf{X}` and
     :math:`\mathbf{M}\mathbf{u} = \mathbf{r}/G`:
 
     .. math::
@@ -362,20 +362,20 @@ def _solve_backward(
 
     def m_transpose(a: torch.Tensor) -> torch.Tensor:  # M^T a in q's precision
         a = a.to(qd)
-        return torch.mv(q.T, a).sub_(w * (torch.dot(r, a) * inv_g))
+        return torch.mv(q.T, a).sub_(qtv * (torch.dot(qu, a) * inv_g))
 
-    gxr = torch.mv(grad_x, r.to(grad_x.dtype)) if (need_v or need_y) else None
+    gxr = torch.mv(grad_x, qu.to(grad_x.dtype)) if (need_v or need_y) else None
     if need_u:
         a = torch.mv(grad_x.T, torch.mv(x, v))
-        grads[1] = m_transpose(a).add_(w * (gl_sum.to(qd) * inv_g)).neg_().to(u.dtype)
+        grads[1] = m_transpose(a).add_(qtv * (gl_sum.to(qd) * inv_g)).neg_().to(u.dtype)
     if need_v:
-        grads[2] = (torch.mv(x.T, gxr).to(qd).add_(r * gl_sum.to(qd)) * (-inv_g)).to(v.dtype)
+        grads[2] = (torch.mv(x.T, gxr).to(qd).add_(qu * gl_sum.to(qd)) * (-inv_g)).to(v.dtype)
     if need_b:
         grads[3] = m_transpose(grad_x.sum(0)).neg_().to(u.dtype)
     if need_y:
         q_y = q if qd == grad_x.dtype else q.to(grad_x.dtype)
         coef = gxr * (-inv_g) if isinstance(inv_g, float) else gxr * (-inv_g).to(gxr.dtype)
-        grads[0] = torch.outer(coef, w.to(grad_x.dtype)).addmm_(grad_x, q_y)
+        grads[0] = torch.outer(coef, qtv.to(grad_x.dtype)).addmm_(grad_x, q_y)
     return grads
 
 
@@ -391,21 +391,21 @@ def _differentiable_solve_backward(
     """The same backward from differentiable operations on the inputs (for ``create_graph=True``)."""
     need_y, _, need_u, need_v, need_b = needs[:5]
     qd = q.dtype
-    r, g = rank_one_factor(q, u, v)
-    w = v.to(qd) @ q
-    x = yb @ q.to(yb.dtype).T - torch.outer(yb @ w.to(yb.dtype), (r / g).to(yb.dtype))
+    qu, g = rank_one_factor(q, u, v)
+    qtv = v.to(qd) @ q
+    x = yb @ q.to(yb.dtype).T - torch.outer(yb @ qtv.to(yb.dtype), (qu / g).to(yb.dtype))
     gl_sum = grad_ladj.sum().to(qd)
 
     def m_transpose(a: torch.Tensor) -> torch.Tensor:
         a = a.to(qd)
-        return a @ q - w * ((r @ a) / g)
+        return a @ q - qtv * ((qu @ a) / g)
 
-    gxr = grad_x @ r.to(grad_x.dtype)
-    grad_u = -(m_transpose(grad_x.T @ (x @ v)) + w * (gl_sum / g)) if need_u else None
-    grad_v = -((x.T @ gxr).to(qd) + r * gl_sum) / g if need_v else None
+    gxr = grad_x @ qu.to(grad_x.dtype)
+    grad_u = -(m_transpose(grad_x.T @ (x @ v)) + qtv * (gl_sum / g)) if need_u else None
+    grad_v = -((x.T @ gxr).to(qd) + qu * gl_sum) / g if need_v else None
     grad_b = -m_transpose(grad_x.sum(0)) if need_b else None
     grad_y = (
-        grad_x @ q.to(grad_x.dtype) - torch.outer(gxr / g.to(gxr.dtype), w.to(grad_x.dtype))
+        grad_x @ q.to(grad_x.dtype) - torch.outer(gxr / g.to(gxr.dtype), qtv.to(grad_x.dtype))
         if need_y
         else None
     )
@@ -452,5 +452,5 @@ def rank_one_solve(
     """
     sign, host = _scalar_options(y, offset_sign, host_scalars)
     if not _records_graph(y, u, v, bias, offset):
-        return _solve_forward(y, q, u, v, bias, offset, sign, host, keep_w=False)[:2]
+        return _solve_forward(y, q, u, v, bias, offset, sign, host, keep_qtv=False)[:2]
     return _RankOneSolve.apply(y, q, u, v, bias, offset, sign, host)

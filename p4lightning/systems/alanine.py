@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from p4lightning._validation import InputFileError
+
 __all__ = [
     "ATOMS",
     "CARTESIAN_ATOMS",
@@ -76,19 +78,19 @@ def check_topology(topology: object, where: str = "topology") -> None:
     """Require an ``mdtraj.Topology`` (or a path mdtraj reads) to be this system's atoms in this order.
 
     Compared per atom: residue name, element, and the name of every heavy atom (hydrogen names differ between
-    PDB writers). Raises :class:`ValueError` naming the first atom that differs.
+    PDB writers). Raises :class:`~p4lightning._validation.InputFileError` (a ``ValueError``) naming the first atom that differs.
     """
     import mdtraj
 
     top = topology if isinstance(topology, mdtraj.Topology) else mdtraj.load_topology(str(topology))
     if top.n_atoms != N_ATOMS:
-        raise ValueError(f"{where} has {top.n_atoms} atoms; alanine dipeptide has {N_ATOMS}")
+        raise InputFileError(f"{where} has {top.n_atoms} atoms; alanine dipeptide has {N_ATOMS}")
     for i, (atom, (res, element, name)) in enumerate(zip(top.atoms, ATOMS, strict=True)):
         names = (name,) if isinstance(name, str) else name
         got = (atom.residue.name, atom.element.symbol if atom.element is not None else "?", atom.name)
         if got[0] != res or got[1] != element or (name is not None and got[2] not in names):
             expected = f"{res} {element}" + (f" {'/'.join(names)}" if name is not None else "")
-            raise ValueError(
+            raise InputFileError(
                 f"{where} is not alanine dipeptide in this system's atom order: atom {i} is "
                 f"{got[0]} {got[1]} {got[2]}, expected {expected}"
             )

@@ -32,7 +32,7 @@ from torch import nn
 from p4lightning._validation import check_positive_int
 from p4lightning.systems.alanine import kt
 from p4lightning.systems.observables import as_positions
-from p4lightning.systems.workers import EnergyWorkerPool
+from p4lightning.systems.workers import DEFAULT_TIMEOUT_S, EnergyWorkerPool
 
 __all__ = ["OpenMMEnergy", "regularize_energy"]
 
@@ -66,6 +66,8 @@ class OpenMMEnergy(nn.Module):
         n_workers: worker processes (default: one per usable core).
         platform: OpenMM platform of the workers (``"CPU"``, ``"CUDA"``, ...).
         pin: pin each CPU worker to one core.
+        timeout_s: seconds a worker may take to start or to answer a batch before
+            :class:`~p4lightning.systems.workers.WorkerTimeoutError`; ``None`` waits forever.
 
     Shapes:
         ``x``: ``(B, N, 3)`` or ``(B, 3N)`` in nm → ``u``: ``(B,)``, same dtype and device as ``x``.
@@ -81,6 +83,7 @@ class OpenMMEnergy(nn.Module):
         n_workers: int | None = None,
         platform: str = "CPU",
         pin: bool = True,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         super().__init__()
         self.kt = kt(temperature)
@@ -88,7 +91,7 @@ class OpenMMEnergy(nn.Module):
         self.n_atoms = check_positive_int(system.getNumParticles(), "number of particles")
         self.register_buffer("num_evaluated", torch.zeros((), dtype=torch.long))
         self.register_buffer("num_failed", torch.zeros((), dtype=torch.long))
-        self.pool = EnergyWorkerPool(system, n_workers=n_workers, platform=platform, pin=pin)
+        self.pool = EnergyWorkerPool(system, n_workers=n_workers, platform=platform, pin=pin, timeout_s=timeout_s)
 
     def _validate(self, x: torch.Tensor) -> torch.Tensor:
         as_positions(x, self.n_atoms)  # raises naming the expected shapes and the atom count

@@ -43,7 +43,8 @@ from p4lightning.systems.internal import angle, bond, place, torsion, wrap_angle
 
 __all__ = ["MixedCoordinateTransform", "kabsch_align", "validate_z_matrix"]
 
-#: Floor for fitted standard deviations (avoids dividing by zero for a coordinate constant in the data).
+#: Smallest fitted standard deviation (nm or rad) :meth:`MixedCoordinateTransform.fit_` accepts: a coordinate
+#: constant over the training data cannot be standardised, so fitting refuses it instead of clamping.
 MIN_STD = 1e-6
 
 
@@ -157,6 +158,48 @@ class MixedCoordinateTransform(Bijection):
         self.register_buffer(
             "z_matrix", torch.as_tensor([list(r) for r in z_matrix], dtype=torch.long).reshape(n_z, 4)
         )
+        self._is_fitted = True  # host copy of ``fitted``: checked on every call without a device read
+        self._build_levels()
+
+    def _build_levels(self) -> None:
+        r"""Precompute the placement schedule of :meth:`inverse` (once, not per batch).
+
+        Atoms are held in *placement order*: the :math:`m` Cartesian atoms, then the Z-matrix atoms level by
+        level, where level :math:`\ell` holds every atom whose three reference atoms are placed in levels
+        :math:`< \ell` (alanine dipeptide: 17 atoms in 3 levels). Each level is one batched NeRF call. Buffers
+        (non-persistent, so they follow ``.to(device)`` but stay out of the ``state_dict``):
+        ``_ic_order`` ``(M,)`` Z-matrix rows by level; ``_level_refs`` ``(3, M)`` placement-order indices of the
+        (bond, angle, torsion) partners of those rows; ``_unorder`` ``(N,)`` placement order → atom index.
+        """
+        cartesian, rows = self.cartesian.tolist(), self.z_matrix.tolist()
+        position = {a: p for p, a in enumerate(cartesian)}  # atom -> index in placement order
+        level_of = dict.fromkeys(cartesian, 0)
+        for i, j, k, t in rows:  # validated: references are placed before i
+            level_of[i] = 1 + max(level_of[j], level_of[k], level_of[t])
+        order = sorted(range(len(rows)), key=lambda r: level_of[rows[r][0]])  # stable: Z-matrix order in a level
+        refs, sizes = [], []
+        for r in order:
+            i, j, k, t = rows[r]
+            refs.append([position[j], position[k], position[t]])
+            position[i] = len(position)
+        for level in range(1, 1 + max((level_of[rows[r][0]] for r in order), default=0)):
+            sizes.append(sum(1 for r in order if level_of[rows[r][0]] == level))
+        self._level_sizes = tuple(sizes)
+        device = self.z_matrix.device
+        self.register_buffer("_ic_order", torch.tensor(order, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer(
+            "_level_refs", torch.tensor(refs, dtype=torch.long, device=device).reshape(-1, 3).T.contiguous(),
+            persistent=False,
+        )  # fmt: skip
+        self.register_buffer(
+            "_unorder", torch.tensor([position[a] for a in range(self.n_atoms)], dtype=torch.long, device=device),
+            persistent=False,
+        )  # fmt: skip
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+        self._is_fitted = bool(self.fitted)
+        self._build_levels()  # a loaded Z-matrix may differ from the constructor's
 
     # ------------------------------------------------------------------------------------------------
     @classmethod
@@ -183,6 +226,7 @@ class MixedCoordinateTransform(Bijection):
             torch.ones(3, n_z, **kw),
         )
         transform.fitted.fill_(False)
+        transform._is_fitted = False
         return transform
 
     @classmethod
@@ -226,17 +270,35 @@ class MixedCoordinateTransform(Bijection):
         keep = self.n_cartesian_dims
         r, th, ph = self._internal(x, self.z_matrix.cpu())
         ph_mean = torch.atan2(torch.sin(ph).mean(0), torch.cos(ph).mean(0))
+        pca_values = values[-keep:].flip(-1)
+        ic_std = torch.stack([r.std(0), th.std(0), wrap_angle(ph - ph_mean).std(0)])
+        if pca_values[-1] < MIN_STD**2:
+            raise ValueError(
+                f"positions: the Cartesian block (atoms {cartesian}) varies in only "
+                f"{int((pca_values >= MIN_STD**2).sum())} of its {keep} internal directions over {len(x)} frames "
+                f"(std < {MIN_STD} nm): identical or rigidly moved frames cannot be whitened"
+            )
+        flat = (ic_std < MIN_STD).nonzero().tolist()
+        if flat:
+            kind, row = flat[0]
+            atom = int(self.z_matrix[row, 0])
+            raise ValueError(
+                f"positions: the {('bond', 'angle', 'torsion')[kind]} of Z-matrix atom {atom} (row {row}) is "
+                f"constant over the {len(x)} frames (std < {MIN_STD}); {len(flat)} internal coordinate(s) in all "
+                "cannot be standardised (identical frames?)"
+            )
         stats = {
             "reference": reference,
             "pca_mean": mean,
             "pca_vectors": vectors[:, -keep:].flip(-1),
-            "pca_values": values[-keep:].flip(-1).clamp(min=MIN_STD**2),
+            "pca_values": pca_values,
             "ic_mean": torch.stack([r.mean(0), th.mean(0), ph_mean]),
-            "ic_std": torch.stack([r.std(0), th.std(0), wrap_angle(ph - ph_mean).std(0)]).clamp(min=MIN_STD),
+            "ic_std": ic_std,
         }
         for name, value in stats.items():
             getattr(self, name).copy_(value)
         self.fitted.fill_(True)
+        self._is_fitted = True
         return self
 
     @staticmethod
@@ -244,10 +306,53 @@ class MixedCoordinateTransform(Bijection):
         xi, xj, xk, xl = (x[:, zm[:, c]] for c in range(4))
         return bond(xi, xj), angle(xi, xj, xk), torsion(xi, xj, xk, xl)
 
+    def _check_ready(self, x: torch.Tensor, name: str) -> None:
+        if not self._is_fitted:
+            raise RuntimeError(
+                "MixedCoordinateTransform is not fitted: call fit_(training positions) or load a fitted state_dict "
+                "before transforming (its statistics are placeholders)"
+            )
+        if x.dtype != self.reference.dtype:
+            raise TypeError(
+                f"{name} are {x.dtype} but the transform's statistics are {self.reference.dtype}; convert one of "
+                f"them (e.g. {name}.to({self.reference.dtype}) or transform.to({x.dtype}))"
+            )
+
     def _as_positions(self, x: torch.Tensor) -> torch.Tensor:
         check_features(x, 3 * self.n_atoms, "positions")
+        self._check_ready(x, "positions")
         check_finite(x, "positions")
         return x.reshape(-1, self.n_atoms, 3)
+
+    def _check_output(self, xyz: torch.Tensor, z: torch.Tensor, ladj: torch.Tensor) -> None:
+        """Raise naming the degenerate geometry (coincident atoms, a zero bond, a straight angle) when the forward
+        map is not finite; inside ``torch.compile`` an in-graph assertion with a shorter message."""
+        finite = torch.isfinite(ladj + z.sum(-1)).all()
+        if torch.compiler.is_compiling():
+            torch._assert_async(finite, "flow coordinates are not finite: coincident atoms, a zero bond or a straight angle")
+            return
+        if bool(finite):
+            return
+        bad = int((~torch.isfinite(ladj + z.sum(-1))).nonzero()[0, 0])
+        frame = xyz[bad]
+        for row, (i, j, k, t) in enumerate(self.z_matrix.tolist()):
+            for a, b in ((i, j), (j, k), (k, t), (i, k)):
+                if float(torch.linalg.vector_norm(frame[a] - frame[b])) == 0.0:
+                    raise ValueError(
+                        f"positions: atoms {a} and {b} coincide in frame {bad} (Z-matrix row {row} of atom {i}): "
+                        "its internal coordinates and log-determinant are undefined"
+                    )
+            if float(torch.sin(angle(frame[i], frame[j], frame[k]))) == 0.0:
+                raise ValueError(
+                    f"positions: the angle {i}-{j}-{k} is 0 or π in frame {bad} (Z-matrix row {row}): the torsion of "
+                    f"atom {i} is undefined and log sin θ = -inf"
+                )
+        cart = self.cartesian.tolist()
+        for p, a in enumerate(cart):
+            for b in cart[p + 1 :]:
+                if float(torch.linalg.vector_norm(frame[a] - frame[b])) == 0.0:
+                    raise ValueError(f"positions: Cartesian atoms {a} and {b} coincide in frame {bad}")
+        raise ValueError(f"positions: the flow coordinates of frame {bad} are not finite (degenerate geometry)")
 
     def align(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(*, 3N)`` moved rigidly so its Cartesian block is superposed on the reference, ``(*, 3N)``."""
@@ -269,24 +374,34 @@ class MixedCoordinateTransform(Bijection):
         ic = (torch.stack([r, th, ph], dim=1) - self.ic_mean) / self.ic_std  # (B, 3, M)
         z = torch.cat([zc, ic.reshape(xyz.shape[0], -1)], dim=-1)
         ladj = -(self._constant_ladj() + (2 * torch.log(r) + torch.log(torch.sin(th))).sum(-1))
+        self._check_output(xyz, z, ladj)
         return z.reshape(*batch, self.dim), ladj.reshape(batch)
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Flow coordinates ``(*, 3N - 6)`` → ``(positions (*, 3N) nm in the reference frame, ladj (*))``."""
+        r"""Flow coordinates ``(*, 3N - 6)`` → ``(positions (*, 3N) nm in the reference frame, ladj (*))``.
+
+        The Z-matrix atoms are placed level by level (see :meth:`_build_levels`): one batched NeRF call per
+        level, with index tensors precomputed once (no host reads of buffers per call).
+        """
         check_features(z, self.dim, "z")
+        self._check_ready(z, "z")
         batch = z.shape[:-1]
         z = z.reshape(-1, self.dim)
         b = z.shape[0]
         zc, zi = z[:, : self.n_cartesian_dims], z[:, self.n_cartesian_dims :]
         cart = (zc * torch.sqrt(self.pca_values)) @ self.pca_vectors.T + self.pca_mean
-        ic = zi.reshape(b, 3, -1) * self.ic_std + self.ic_mean
+        ic = zi.reshape(b, 3, -1) * self.ic_std + self.ic_mean  # (B, 3, M)
         r, th, ph = ic.unbind(1)
-        atoms: list[torch.Tensor | None] = [None] * self.n_atoms
-        for a, pos in zip(self.cartesian.tolist(), cart.reshape(b, -1, 3).unbind(1), strict=True):
-            atoms[a] = pos
-        for row, (i, j, k, t) in enumerate(self.z_matrix.tolist()):
-            atoms[i] = place(atoms[j], atoms[k], atoms[t], r[:, row], th[:, row], ph[:, row])
-        x = torch.stack(atoms, dim=1).reshape(*batch, 3 * self.n_atoms)
+        placed = cart.reshape(b, -1, 3)  # (B, m, 3), grows in placement order
+        by_level = ic[:, :, self._ic_order]  # (B, 3, M), rows grouped by level
+        start = 0
+        for size in self._level_sizes:
+            refs = self._level_refs[:, start : start + size]  # (3, L) placement-order indices
+            j, k, t = placed[:, refs[0]], placed[:, refs[1]], placed[:, refs[2]]  # (B, L, 3) each
+            rr, tt, pp = by_level[:, :, start : start + size].unbind(1)  # (B, L) each
+            placed = torch.cat([placed, place(j, k, t, rr, tt, pp)], dim=1)
+            start += size
+        x = placed[:, self._unorder].reshape(*batch, 3 * self.n_atoms)
         ladj = self._constant_ladj() + (
             2 * torch.log(torch.abs(r)) + torch.log(torch.abs(torch.sin(th)))
         ).sum(-1)

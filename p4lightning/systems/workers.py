@@ -8,7 +8,14 @@ the CPU platform with one thread; a batch is split into contiguous chunks, one p
 
 Failure handling: a conformation whose evaluation raises (e.g. NaN positions) yields a NaN energy and
 zero forces and is counted; a worker that dies is reported with :class:`WorkerDiedError` naming its exit
-code, never a hang. Workers are closed by :meth:`EnergyWorkerPool.close` (also at interpreter exit).
+code, and one that does not answer within ``timeout_s`` (hung, or stopped by a signal) with
+:class:`WorkerTimeoutError` naming it: never a silent hang. Workers are closed by
+:meth:`EnergyWorkerPool.close` (also at interpreter exit), escalating from a polite request to ``terminate()``
+and ``kill()`` within a few seconds, so no worker outlives its pool.
+
+Workers are *spawned*: each re-imports the parent's ``__main__`` module. A script that builds a pool (or an
+``OpenMMEnergy``, or a ``BoltzmannGenerator(energy="openmm")``) at top level must do so under
+``if __name__ == "__main__":``; without it the workers die at start-up and the error says so.
 
 Units: positions in nm, energies in kJ/mol, forces in kJ/(mol nm).
 """
@@ -19,6 +26,7 @@ import atexit
 import functools
 import multiprocessing as mp
 import os
+import time
 import weakref
 from multiprocessing.connection import Connection
 from typing import Any
@@ -27,14 +35,28 @@ import numpy as np
 
 from p4lightning._validation import check_choice, check_positive_int
 
-__all__ = ["EnergyWorkerPool", "WorkerDiedError", "evaluate_serially"]
+__all__ = ["EnergyWorkerPool", "WorkerDiedError", "WorkerTimeoutError", "evaluate_serially"]
 
 #: Seconds between liveness checks while waiting for a worker's answer.
 POLL_INTERVAL_S = 1.0
+#: Default seconds a worker may take to start or to answer one batch (a 22-atom conformation takes ~1 ms).
+DEFAULT_TIMEOUT_S = 300.0
+#: Seconds :func:`_shutdown` waits at each step (polite request, ``terminate()``) before escalating.
+SHUTDOWN_GRACE_S = 2.0
+
+GUARD_HINT = (
+    "worker processes are spawned and re-import the main module: a script that creates OpenMM workers "
+    "(EnergyWorkerPool, OpenMMEnergy, BoltzmannGenerator(energy='openmm')) at top level must do so under "
+    "'if __name__ == \"__main__\":'"
+)
 
 
 class WorkerDiedError(RuntimeError):
     """An energy worker process exited while it owed an answer."""
+
+
+class WorkerTimeoutError(WorkerDiedError):
+    """An energy worker did not answer within the pool's ``timeout_s`` (hung or stopped); the pool is closed."""
 
 
 def _make_context(system_xml: str, platform_name: str, threads: int) -> Any:
@@ -153,17 +175,30 @@ def _worker_main(
         conn.send(("ok", evaluate_serially(context, message, lean=lean)))
 
 
+def _join_all(processes: list[Any], seconds: float) -> list[Any]:
+    """Join ``processes`` within ``seconds`` in all; the ones still alive."""
+    deadline = time.monotonic() + seconds
+    for p in processes:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    return [p for p in processes if p.is_alive()]
+
+
 def _shutdown(processes: list[Any], connections: list[Connection]) -> None:
+    """Stop the workers: ask (``None``), then ``terminate()`` (SIGTERM), then ``kill()`` (SIGKILL, which also ends
+    a stopped process), waiting :data:`SHUTDOWN_GRACE_S` between steps: at most ~4 s, and nothing outlives it."""
     for conn in connections:
         try:
             conn.send(None)
         except (BrokenPipeError, OSError):
             pass
-    for p in processes:
-        p.join(timeout=5)
-        if p.is_alive():
-            p.terminate()
-            p.join(timeout=5)
+    alive = _join_all([p for p in processes if p.pid is not None], SHUTDOWN_GRACE_S)
+    for p in alive:
+        p.terminate()
+    alive = _join_all(alive, SHUTDOWN_GRACE_S)
+    for p in alive:
+        p.kill()
+    for p in alive:
+        p.join()
     for conn in connections:
         conn.close()
 
@@ -178,6 +213,10 @@ class EnergyWorkerPool:
         pin: pin worker ``i`` to core ``i mod #cores`` (CPU platform).
         threads: OpenMM CPU threads per worker.
         lean: call OpenMM's compiled entry points (Note [lean OpenMM calls]); ``False``: its public API.
+        timeout_s: seconds a worker may take to answer one batch before :class:`WorkerTimeoutError` (the pool
+            is then closed); ``None`` waits forever.
+        start_timeout_s: the same for starting (importing OpenMM, building the ``Context``; CUDA may compile
+            kernels).
 
     Example:
         >>> from p4lightning.systems.alanine import alanine_dipeptide
@@ -196,9 +235,16 @@ class EnergyWorkerPool:
         pin: bool = True,
         threads: int = 1,
         lean: bool = True,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        start_timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         import openmm
 
+        for name, value in (("timeout_s", timeout_s), ("start_timeout_s", start_timeout_s)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 seconds or None; got {value}")
+        self.timeout_s = None if timeout_s is None else float(timeout_s)
+        self.start_timeout_s = None if start_timeout_s is None else float(start_timeout_s)
         cores = (
             sorted(os.sched_getaffinity(0))
             if hasattr(os, "sched_getaffinity")
@@ -227,18 +273,31 @@ class EnergyWorkerPool:
         self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._connections)
         atexit.register(self._finalizer)
         for i in range(self.n_workers):
-            status, payload = self._receive(i)
+            try:
+                status, payload = self._receive(i, "to start", self.start_timeout_s)
+            except WorkerTimeoutError:
+                raise
+            except WorkerDiedError as err:  # typically: the main module re-imported without a __main__ guard
+                raise WorkerDiedError(f"{err} during start-up; {GUARD_HINT}") from None
             if status != "ready":
                 self.close()
                 raise RuntimeError(f"OpenMM worker {i} failed to start: {payload}")
 
-    def _receive(self, i: int) -> tuple[str, Any]:
+    def _receive(self, i: int, what: str, timeout_s: float | None) -> tuple[str, Any]:
+        """Worker ``i``'s next message; raises if it dies, or if it is silent for ``timeout_s`` (closing the pool)."""
         conn, proc = self._connections[i], self._processes[i]
+        start = time.monotonic()
         while not conn.poll(POLL_INTERVAL_S):
             if not proc.is_alive():
                 self.close()
                 raise WorkerDiedError(
                     f"OpenMM worker {i} (pid {proc.pid}) died with exit code {proc.exitcode}"
+                )
+            if timeout_s is not None and time.monotonic() - start > timeout_s:
+                self.close()
+                raise WorkerTimeoutError(
+                    f"OpenMM worker {i} (pid {proc.pid}) took more than {timeout_s:g} s {what} "
+                    "(hung or stopped); the pool is closed"
                 )
         try:
             return conn.recv()
@@ -269,7 +328,7 @@ class EnergyWorkerPool:
                 ) from None
         energies, forces, failed = [], [], 0
         for i in range(len(chunks)):
-            status, payload = self._receive(i)
+            status, payload = self._receive(i, "to answer", self.timeout_s)
             e, f, n = payload
             energies.append(e)
             forces.append(f)

@@ -199,12 +199,34 @@ def test_model_without_p4_module_is_rejected():
         _trainer(callbacks=[P4MergeCallback()]).fit(LinearFit(5, mode="linear"), datamodule=_data())
 
 
-def test_sharding_strategy_is_rejected():
-    class FSDPStrategy:
-        pass
+@pytest.mark.parametrize("name", ["FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy"])
+def test_sharding_strategy_is_rejected_by_type(name):
+    """Detected with isinstance (as Lightning's own callbacks do): subclasses too, look-alike names not."""
+    from pytorch_lightning import strategies
 
-    with pytest.raises(ValueError, match="does not support strategy FSDPStrategy"):
-        P4MergeCallback().setup(SimpleNamespace(strategy=FSDPStrategy()), LinearFit(3), "fit")
+    sharded = type(f"My{name}", (getattr(strategies, name),), {})
+    strategy = object.__new__(sharded)  # no __init__: FSDP/DeepSpeed need their packages to construct
+    with pytest.raises(ValueError, match=f"does not support strategy My{name}: it shards"):
+        P4MergeCallback().setup(SimpleNamespace(strategy=strategy), LinearFit(3), "fit")
+    look_alike = object.__new__(type(f"Not{name}", (strategies.DDPStrategy,), {}))
+    P4MergeCallback().setup(SimpleNamespace(strategy=look_alike), LinearFit(3), "fit")  # data-parallel: fine
+
+
+def test_callback_logs_every_module_diagnostics_without_knowing_its_type():
+    """P4Inv reports its inverse probe, P4Orth its orthogonality probe; the callback logs the max of each."""
+    import torch
+
+    from p4lightning import P4Inv, P4Orth
+
+    net = torch.nn.Sequential(P4Inv(4, dtype=torch.float64), P4Orth(4, dtype=torch.float64), P4Inv(3, dtype=torch.float64))
+    logged = {}
+    module = SimpleNamespace(log_dict=lambda metrics, **kw: logged.update(metrics))
+    cb = P4MergeCallback(every_n_steps=1)
+    cb._modules = [(n, m) for n, m in net.named_children()]
+    cb._log(module, cb.schedule.merge_now(cb._modules, 1, None))
+    assert 0 <= logged["p4/inverse_error_probe"] < 1e-12
+    assert 0 <= logged["p4/orthogonality_error_probe"] < 1e-12
+    assert logged["p4/inverse_error_probe"] == max(float(m.inverse_error_probe()) for m in (net[0], net[2]))
 
 
 @pytest.mark.parametrize(
@@ -224,7 +246,7 @@ def test_invalid_arguments_raise(kwargs, match):
 
 def _fit_linear_compiled(compiled: bool):
     pl.seed_everything(0)
-    model = LinearFit(5, lr=2e-2, optimizer="adam", float64_bookkeeping=True)
+    model = LinearFit(5, lr=2e-2, optimizer="adam", bookkeeping_dtype="float64")
     cb = P4MergeCallback(every_n_steps=3, force_every_n_merges=2, correct_every_n_merges=3, seed=3)
     # aot_eager: Dynamo's trace and AOTAutograd's joint graph (what a merge could invalidate), no C++ build
     fitted = torch.compile(model, backend="aot_eager") if compiled else model

@@ -89,6 +89,8 @@ def test_bad_arguments():
         MDTrajectoryDataModule([], "a.pdb")
     with pytest.raises(ValueError, match="out must be a .dcd"):
         simulate("x.xtc")
+    with pytest.raises(FileNotFoundError, match="trajectory file not found: a.dcd"):  # at construction, not in fit
+        MDTrajectoryDataModule(["a.dcd"], "a.pdb")
 
 
 def test_split_by_trajectories_keeps_every_replica_in_one_split(md, tmp_path):

@@ -153,3 +153,40 @@ def test_openmm_energy_empty_batch_and_translation(ala2):
         assert energy(x[:0]).shape == (0,)
         far = energy(x + 1e6)  # centred before OpenMM's mixed-precision CPU platform sees it
         torch.testing.assert_close(far, energy(x), rtol=1e-6, atol=1e-4)
+
+
+def test_hung_worker_times_out_naming_it_and_shutdown_leaves_no_process(ala2):
+    """A stopped (SIGSTOP) worker: WorkerTimeoutError after timeout_s naming it; close() escalates to kill()."""
+    import os
+    import signal
+    import time
+
+    from p4lightning.systems.workers import WorkerTimeoutError
+
+    pool = EnergyWorkerPool(ala2.system, n_workers=1, timeout_s=2.0)
+    proc = pool._processes[0]
+    os.kill(proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    with pytest.raises(WorkerTimeoutError, match=rf"OpenMM worker 0 \(pid {proc.pid}\) took more than 2 s to answer"):
+        pool.evaluate(ala2.positions[None])
+    assert pool.closed and not proc.is_alive()  # the stopped worker was killed, not left behind
+    assert time.monotonic() - t0 < 12.0
+    with pytest.raises(ValueError, match="timeout_s must be > 0"):
+        EnergyWorkerPool(ala2.system, n_workers=1, timeout_s=0)
+
+
+def test_script_without_main_guard_gets_an_error_naming_the_guard(tmp_path):
+    """The README's pattern without `if __name__ == "__main__":`: spawned workers re-import the script."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "from p4lightning.systems.alanine import alanine_dipeptide\n"
+        "from p4lightning.systems.energy import OpenMMEnergy\n"
+        "energy = OpenMMEnergy(alanine_dipeptide(600.0).system, 600.0, n_workers=1)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert "during start-up" in last and "if __name__ == \"__main__\":" in last, out.stderr[-2000:]

@@ -111,3 +111,53 @@ def test_empty_then_fit_in_place_and_state_dict_round_trip(transform, md_positio
     torch.testing.assert_close(refit(x)[0], transform(x)[0])
     with pytest.raises(ValueError, match=r"positions must have shape \(F, 22, 3\) with F >= 15 frames"):
         refit.fit_(md_positions[:4])
+
+
+def test_degenerate_geometry_is_named(transform, md_positions):
+    """A zero bond (ladj +inf) and coincident Cartesian atoms (NaN) raise naming the atoms and the frame."""
+    x = md_positions[:3].clone()
+    x[1, 7] = x[1, 6]  # H of ALA on top of its bonded N: Z-matrix row 0
+    with pytest.raises(ValueError, match=r"atoms 7 and 6 coincide in frame 1 \(Z-matrix row 0 of atom 7\)"):
+        transform(x.reshape(3, -1))
+    x = md_positions[:3].clone()
+    x[2, 8] = x[2, 14]  # CA and C of ALA (both Cartesian, both references of O and N)
+    with pytest.raises(ValueError, match=r"coincide in frame 2"):
+        transform(x.reshape(3, -1))
+
+
+def test_fit_refuses_identical_frames(md_positions):
+    same = md_positions[:1].expand(40, 22, 3).clone()
+    with pytest.raises(ValueError, match="identical or rigidly moved frames"):
+        MixedCoordinateTransform.fit(same, CARTESIAN_ATOMS, Z_MATRIX)
+    moved = md_positions[:40].clone()
+    moved[:, 0] = moved[0, 0] - moved[0, 1] + moved[:, 1]  # HH31 rigid with CH3: its bond length is constant
+    with pytest.raises(ValueError, match=r"the bond of Z-matrix atom 0 \(row 4\) is constant"):
+        MixedCoordinateTransform.fit(moved, CARTESIAN_ATOMS, Z_MATRIX)
+
+
+def test_unfitted_transform_and_dtype_mismatch_raise(transform, md_positions):
+    empty = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        empty(md_positions[:2].reshape(2, -1))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        empty.inverse(torch.zeros(2, 60, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"positions are torch.float32 but the transform's statistics are torch.float64"):
+        transform(md_positions[:2].reshape(2, -1).float())
+    with pytest.raises(TypeError, match=r"z are torch.float32"):
+        transform.inverse(torch.zeros(2, 60, dtype=torch.float32))
+
+
+def test_levelled_inverse_matches_atom_by_atom_placement(transform):
+    """The batched level-by-level placement equals placing the 17 Z-matrix atoms one at a time."""
+    from p4lightning.systems.internal import place
+
+    z = torch.randn(8, 60, dtype=torch.float64)
+    x, _ = transform.inverse(z)
+    cart = (z[:, :9] * transform.pca_values.sqrt()) @ transform.pca_vectors.T + transform.pca_mean
+    r, th, ph = (z[:, 9:].reshape(8, 3, -1) * transform.ic_std + transform.ic_mean).unbind(1)
+    atoms = dict(zip(CARTESIAN_ATOMS, cart.reshape(8, -1, 3).unbind(1), strict=True))
+    for row, (i, j, k, t) in enumerate(Z_MATRIX):
+        atoms[i] = place(atoms[j], atoms[k], atoms[t], r[:, row], th[:, row], ph[:, row])
+    expected = torch.stack([atoms[a] for a in range(22)], dim=1).reshape(8, 66)
+    torch.testing.assert_close(x, expected, atol=1e-14, rtol=0)
+    assert transform._level_sizes == (7, 4, 6)
