@@ -32,7 +32,8 @@ demo: setup
 
 reproduction: setup
 	$(VENV)/bin/p4lightning evaluate --ckpt checkpoints/paper_rnvp.ckpt checkpoints/paper_p4inv.ckpt \
-		--name RNVP P4Inv $(EVAL_MD) --n 10000 --out docs/reproduction --force
+		checkpoints/improved_rnvp.ckpt checkpoints/improved_p4inv.ckpt \
+		--name RNVP P4Inv RNVP_improved P4Inv_improved $(EVAL_MD) --n 10000 --out docs/reproduction --force
 
 linear: setup
 	$(PY) -m p4lightning.experiments.linear_lightning configs/linear/*.yaml --out docs/linear_experiments
@@ -51,6 +52,8 @@ bench: setup
 	$(PY) benchmarks/energy_throughput.py --out docs/benchmarks/energy_throughput
 	$(PY) benchmarks/energy_throughput.py --torch-energy --rounds 7 --out docs/benchmarks/torch_energy
 	$(PY) benchmarks/bg_step.py --rounds 8 --block 5 --energy --out docs/benchmarks/bg_step
+	$(PY) benchmarks/mixed_inverse.py --rounds 15 --block 50 --out docs/benchmarks/mixed_inverse
+	$(PY) benchmarks/host_scalars.py --rounds 10 --block 10 --out docs/benchmarks/host_scalars
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

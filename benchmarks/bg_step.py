@@ -26,13 +26,17 @@ import torch
 from _report import machine, md_positions, ratio_summary, write_report
 
 
-def make_model(mixing: str, compile: bool, data: torch.Tensor) -> tuple[object, Callable[[torch.Tensor], None]]:
+def make_model(
+    mixing: str, compile: bool, data: torch.Tensor, as_at_issue: bool = False
+) -> tuple[object, Callable[[torch.Tensor], None]]:
+    """The step of training (``configure_optimizers``: fused Adam); ``as_at_issue``: Adam's default for-loop
+    implementation on the CPU, as the step was when the issue measured it (85 / 102-106 ms eager)."""
     from p4lightning.models.boltzmann import BoltzmannGenerator
 
     torch.manual_seed(0)
     model = BoltzmannGenerator(mixing=mixing, n_blocks=25, hidden=[60, 60])
     model.transform.fit_(data.reshape(-1, 22, 3))
-    opt = model.configure_optimizers()  # what training uses (fused Adam)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4) if as_at_issue else model.configure_optimizers()
     density = torch.compile(model.log_density) if compile else model.log_density
     p4 = model._p4_modules
     count = [0]
@@ -52,6 +56,32 @@ def make_model(mixing: str, compile: bool, data: torch.Tensor) -> tuple[object, 
     return model, step
 
 
+def matmul_floor(mixing: str, batch: int = 256, dim: int = 60, n_blocks: int = 25) -> Callable[[torch.Tensor], None]:
+    """Only the step's matrix products, at the shapes of the paper BG: every coupling layer's forward product and
+    its two backward products (input and weight gradients), and for P⁴Inv the batch product with Q forward and
+    backward — no elementwise work, no optimizer. The time this CPU's GEMM needs, whatever the framework."""
+    g = torch.Generator().manual_seed(0)
+    half = dim // 2
+    shapes = [(half, 60), (60, 60), (60, half)] * 2 * 2 * n_blocks  # 2 nets x 2 couplings per block
+    weights = [torch.randn(i, o, generator=g) for i, o in shapes]
+    inputs = [torch.randn(batch, i, generator=g) for i, _ in shapes]
+    grads = [torch.randn(batch, o, generator=g) for _, o in shapes]
+    q = torch.randn(dim, dim, generator=g)
+    y = torch.randn(batch, dim, generator=g)
+    n_mixers = 2 * n_blocks if mixing == "p4inv" else 0
+
+    def step(_: torch.Tensor) -> None:
+        for w, x, gy in zip(weights, inputs, grads, strict=True):
+            torch.mm(x, w)
+            torch.mm(gy, w.T)
+            torch.mm(x.T, gy)
+        for _ in range(n_mixers):
+            torch.mm(y, q.T)
+            torch.mm(y, q)
+
+    return step
+
+
 def timed_block(step: Callable[[torch.Tensor], None], data: torch.Tensor, n: int, g: torch.Generator) -> float:
     batches = [data[torch.randint(0, len(data), (256,), generator=g)] for _ in range(n)]
     t = time.perf_counter()
@@ -61,14 +91,17 @@ def timed_block(step: Callable[[torch.Tensor], None], data: torch.Tensor, n: int
 
 
 def ml_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
-    variants = {(m, c): None for m in ("swap", "p4inv") for c in (False, True)}
+    variants = {(m, c): None for m in ("swap", "p4inv") for c in (False, True, "as at issue", "matmul floor")}
     compile_s = {}
     for key in variants:
-        _, step = make_model(key[0], key[1], data)
+        if key[1] == "matmul floor":
+            variants[key] = matmul_floor(key[0])
+            continue
+        _, step = make_model(key[0], key[1] is True, data, as_at_issue=key[1] == "as at issue")
         t = time.perf_counter()
         step(data[:256])  # compiles (compiled variants); warm-up
         step(data[256:512])
-        compile_s[f"{key[0]}{' compiled' if key[1] else ''}"] = time.perf_counter() - t
+        compile_s[_label(key)] = time.perf_counter() - t
         variants[key] = step
     g = torch.Generator().manual_seed(1)
     times: dict[tuple[str, bool], list[float]] = {k: [] for k in variants}
@@ -80,16 +113,26 @@ def ml_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
         return ratio_summary(times[a], times[b])
 
     return {
-        "ms": {f"{m}{' compiled' if c else ''}": 1e3 * statistics.median(v) for (m, c), v in times.items()},
+        "ms": {_label(k): 1e3 * statistics.median(v) for k, v in times.items()},
         "first_two_steps_s": compile_s,
         "ratios": {
             "p4inv / swap, eager": ratio(("p4inv", False), ("swap", False)),
             "p4inv / swap, compiled": ratio(("p4inv", True), ("swap", True)),
+            "p4inv / swap, matmul floor": ratio(("p4inv", "matmul floor"), ("swap", "matmul floor")),
             "p4inv compiled / p4inv eager": ratio(("p4inv", True), ("p4inv", False)),
             "swap compiled / swap eager": ratio(("swap", True), ("swap", False)),
-            "p4inv compiled / swap eager": ratio(("p4inv", True), ("swap", False)),
+            "p4inv compiled / p4inv eager as at issue": ratio(("p4inv", True), ("p4inv", "as at issue")),
+            "swap compiled / swap eager as at issue": ratio(("swap", True), ("swap", "as at issue")),
+            "p4inv eager / p4inv eager as at issue": ratio(("p4inv", False), ("p4inv", "as at issue")),
+            "p4inv compiled / p4inv matmul floor": ratio(("p4inv", True), ("p4inv", "matmul floor")),
+            "swap compiled / swap matmul floor": ratio(("swap", True), ("swap", "matmul floor")),
         },
     }
+
+
+def _label(key: tuple[str, bool | str]) -> str:
+    mixing, how = key
+    return mixing + {False: "", True: " compiled"}.get(how, f" ({how})")  # type: ignore[call-overload]
 
 
 def energy_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
@@ -158,7 +201,8 @@ def main() -> None:
         "|---|---|---|",
     ]
     for name, ms in ml["ms"].items():
-        lines.append(f"| {name} | {ms:.1f} | {ml['first_two_steps_s'][name]:.1f} |")
+        first = ml["first_two_steps_s"].get(name)
+        lines.append(f"| {name} | {ms:.1f} | {'' if first is None else f'{first:.1f}'} |")
     lines += ["", "| ratio | median | quartiles |", "|---|---|---|"]
     for name, r in ml["ratios"].items():
         lines.append(f"| {name} | {r['median']:.3f} | {r['q1']:.3f}–{r['q3']:.3f} |")

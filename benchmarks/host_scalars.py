@@ -47,7 +47,7 @@ def bg_step(data: torch.Tensor) -> Callable[[torch.Tensor], None]:
     torch.manual_seed(0)
     model = BoltzmannGenerator(mixing="p4inv", n_blocks=25, hidden=[60, 60])
     model.transform.fit_(data.reshape(-1, 22, 3))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = model.configure_optimizers()  # what training uses (fused Adam)
     count = [0]
 
     def step(x: torch.Tensor) -> None:

@@ -68,9 +68,27 @@ class _ArgumentParser(LightningArgumentParser):
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
-        first = message.strip().splitlines()[0] if message.strip() else "invalid arguments"
-        print(f"{prog}: error: {first} (options: {prog} --help)", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(message)} (options: {prog} --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse's multi-line error as one line. A wrapped error ("Does not validate against any of the Union
+    subtypes ... Errors: - <item> - Expected a <class 'NoneType'>") becomes its first real item with the lines
+    indented under it ("Problem with given class_path '...': Parser key "mixing": Expected ... Got value: glow",
+    or a constructor's own message); otherwise the lines are joined, dumps of the given value left out."""
+    raw = [line for line in message.strip().splitlines() if line.strip()]
+    for i, line in enumerate(raw):
+        text = line.lstrip()
+        if text.startswith("- ") and not text.startswith("- Expected a "):
+            indent, parts = len(line) - len(text), [text[2:]]
+            for nxt in raw[i + 1 :]:
+                if len(nxt) - len(nxt.lstrip()) <= indent:
+                    break
+                parts.append(nxt.strip())
+            return " ".join(parts)[:600]
+    kept = [line.strip() for line in raw if not line.strip().startswith(("Given value", "Subtypes:", "Errors:"))]
+    return " ".join(kept)[:600] if kept else "invalid arguments"
 
 
 class P4LightningCLI(LightningCLI):
@@ -104,11 +122,7 @@ def _fail(subcommand: str | None, err: BaseException) -> None:
     ``P4LIGHTNING_DEBUG=1`` in the environment: re-raise it with its traceback)."""
     if os.environ.get("P4LIGHTNING_DEBUG"):
         raise err
-    lines = [line.strip() for line in str(err).strip().splitlines()]
-    # jsonargparse wraps a constructor's error as "Does not validate against any of the Union subtypes ...
-    # Errors: - <the constructor's message> - Expected a <class 'NoneType'>": report the constructor's message
-    causes = [line[2:] for line in lines if line.startswith("- ") and not line.startswith("- Expected a ")]
-    text = causes[0] if causes else (lines[0] if lines else type(err).__name__)
+    text = _one_line(str(err)) if str(err).strip() else type(err).__name__
     print(f"{PROG} {subcommand or ''}: error: {text}".replace("  ", " "), file=sys.stderr)
     raise SystemExit(2) from None
 
@@ -348,10 +362,15 @@ def _format_table(table: dict[str, dict[str, Any]]) -> str:
          lambda fl: f(fl["low_energy_fraction"], ".4f")),
         ("reverse ESS", lambda m: f(m["reverse_ess"], ".4f"), None),
         ("reverse ESS, clipped 1e-4", lambda m: f(m["reverse_ess_clipped"], ".4f"), None),
+        ("std of log-weights (nats)", lambda m: f(m.get("log_weight_std"), ".1f"), None),
+        ("weight share of the top 10 samples", lambda m: f(m.get("top10_weight_share"), ".3f"), None),
         ("forward ESS", lambda m: f(m["forward_ess"], ".2e"), None),
         ("NLL of held-out MD (nats)", lambda m: f(m["nll_md"], ".2f"), None),
         ("Ramachandran KL", lambda m: f(m["ramachandran_kl"], ".3f"), lambda fl: f(fl["ramachandran_kl"], ".3f")),
         ("Ramachandran TV", lambda m: f(m["ramachandran_tv"], ".3f"), lambda fl: f(fl["ramachandran_tv"], ".3f")),
+        ("fraction with φ ≥ 0 (MD: held-out set)",
+         lambda m: f"{m['phi_positive_fraction']['samples']:.4f} (MD {m['phi_positive_fraction']['md']:.4f})",
+         lambda fl: f(fl.get("phi_positive_fraction"), ".4f")),
         ("energy W2 (k_BT)", lambda m: f(m["energy_w2_kT"], ".2f"), lambda fl: f(fl["energy_w2_kT"], ".2f")),
     ]  # fmt: skip
     names = list(table)

@@ -29,8 +29,9 @@ def test_bad_config_is_rejected_naming_the_option(tmp_path, capsys):
     bad.write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(bad)])
-    assert exit_info.value.code != 0
-    assert "mixing" in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "mixing" in err and "glow" in err and len(err.splitlines()) == 1  # one line, no usage dump
 
 
 def test_main_job_config_runs_at_tiny_size_and_sample_reads_its_checkpoint(tmp_path, monkeypatch):

@@ -27,7 +27,8 @@ def test_molecules_example_runs_as_a_script(tmp_path):
     """Spawned OpenMM workers re-import the script: the example's __main__ guard makes that work."""
     out = _run(_block("MixedCoordinateTransform.fit"), tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert float(out.stdout.strip().splitlines()[-1]) < 1e-3  # TorchEnergy vs OpenMM, k_BT
+    (line,) = [line for line in out.stdout.splitlines() if line.startswith("max |TorchEnergy - OpenMM|")]
+    assert float(line.split(":")[-1]) < 1e-3  # k_BT: OpenMM's CPU platform is mixed precision
 
 
 def test_plain_loop_example_runs(tmp_path):

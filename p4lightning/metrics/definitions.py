@@ -49,6 +49,7 @@ __all__ = [
     "ramachandran_kl",
     "ramachandran_tv",
     "reverse_ess",
+    "weight_concentration",
 ]
 
 #: FAB's Ramachandran grid and ε
@@ -118,6 +119,20 @@ def reverse_ess(log_w: torch.Tensor, clip_fraction: float | None = None) -> floa
         if k > 1:
             lw = torch.clamp(lw, max=float(torch.topk(lw, k).values.min()))
     return float(torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0)) / len(lw))
+
+
+def weight_concentration(log_w: torch.Tensor, top: int = 10) -> dict[str, float]:
+    r"""Why an ESS is small: the standard deviation of the finite log-weights (nats) and the share of the total
+    weight :math:`\sum w` held by the ``top`` largest weights (non-finite log-weights count as weight 0)."""
+    lw = _flat(log_w, "log_w")
+    finite = lw[torch.isfinite(lw)]
+    if len(finite) == 0:
+        return {"log_weight_std": math.nan, f"top{top}_weight_share": math.nan}
+    w = torch.softmax(finite, 0)
+    return {
+        "log_weight_std": float(finite.std()) if len(finite) > 1 else 0.0,
+        f"top{top}_weight_share": float(torch.topk(w, min(top, len(w))).values.sum()),
+    }
 
 
 def forward_ess(log_w: torch.Tensor) -> float:

@@ -33,6 +33,7 @@ from p4lightning.metrics.definitions import (
     ramachandran_kl,
     ramachandran_tv,
     reverse_ess,
+    weight_concentration,
 )
 from p4lightning.systems.alanine import N_ATOMS
 from p4lightning.systems.observables import phi_psi
@@ -67,6 +68,12 @@ def _rama(x: torch.Tensor) -> torch.Tensor:
     return ramachandran_histogram(*phi_psi(x.reshape(-1, N_ATOMS, 3).double()))
 
 
+def _phi_positive(hist: torch.Tensor) -> float:
+    """Fraction of a Ramachandran histogram's counts with φ ≥ 0 (the sparse αL/C7ax basins; 64 bins: an edge at 0)."""
+    total = float(hist.sum())
+    return float(hist[hist.shape[0] // 2 :].sum()) / total if total else math.nan
+
+
 def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]:
     """Fill and return ``ev.metrics``: the full table (see the module docstring)."""
     rama_md = _rama(ev.md_x)
@@ -89,6 +96,7 @@ def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]
         "mean_shift_over_noise_shift": shift["mean"] / noise_shift["mean"] if noise_shift["mean"] else math.nan,
         "ramachandran_kl": ramachandran_kl(rama_md, rama_s),
         "ramachandran_tv": ramachandran_tv(rama_md, rama_s),
+        "phi_positive_fraction": {"samples": _phi_positive(rama_s), "md": _phi_positive(rama_md)},
         "energy_w2_kT": energy_w2(ev.samples_u, ev.md_u),
         "reverse_ess": None,
         "reverse_ess_clipped": None,
@@ -99,6 +107,7 @@ def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]
         log_w = -ev.samples_u - ev.samples_log_q
         m["reverse_ess"] = reverse_ess(log_w)
         m["reverse_ess_clipped"] = reverse_ess(log_w, ESS_CLIP_FRACTION)
+        m.update(weight_concentration(log_w))
     if ev.md_log_q is not None:
         m["nll_md"] = nll(ev.md_log_q)
         m["forward_ess"] = forward_ess(-ev.md_u - ev.md_log_q)
@@ -110,6 +119,7 @@ def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]
             "n": len(ev.floor_u),
             "ramachandran_kl": ramachandran_kl(rama_md, rama_f),
             "ramachandran_tv": ramachandran_tv(rama_md, rama_f),
+            "phi_positive_fraction": _phi_positive(rama_f),
             "energy_w2_kT": energy_w2(ev.floor_u, ev.md_u),
             "shift_vs_md_kT": energy_shift(ev.floor_u, ev.md_u),
             "low_energy_fraction": energy_statistics(ev.floor_u, ev.threshold)["low_energy_fraction"],

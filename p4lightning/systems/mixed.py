@@ -367,12 +367,12 @@ class MixedCoordinateTransform(Bijection):
         r"""Positions ``(*, 3N)`` nm → ``(z, ladj)``, ``z`` ``(*, 3N - 6)``, ``ladj`` ``(*)``."""
         batch = x.shape[:-1]
         xyz = self._as_positions(x)
-        aligned = kabsch_align(xyz[:, self.cartesian], self.reference)[0].reshape(xyz.shape[0], -1)
+        aligned = kabsch_align(xyz[:, self.cartesian], self.reference)[0].reshape(xyz.shape[0], self.pca_mean.shape[0])
         zc = ((aligned - self.pca_mean) @ self.pca_vectors) / torch.sqrt(self.pca_values)
         r, th, ph = self._internal(xyz, self.z_matrix)
         ph = self.ic_mean[2] + wrap_angle(ph - self.ic_mean[2])
         ic = (torch.stack([r, th, ph], dim=1) - self.ic_mean) / self.ic_std  # (B, 3, M)
-        z = torch.cat([zc, ic.reshape(xyz.shape[0], -1)], dim=-1)
+        z = torch.cat([zc, ic.reshape(xyz.shape[0], self.ic_mean.numel())], dim=-1)
         ladj = -(self._constant_ladj() + (2 * torch.log(r) + torch.log(torch.sin(th))).sum(-1))
         self._check_output(xyz, z, ladj)
         return z.reshape(*batch, self.dim), ladj.reshape(batch)
@@ -390,9 +390,9 @@ class MixedCoordinateTransform(Bijection):
         b = z.shape[0]
         zc, zi = z[:, : self.n_cartesian_dims], z[:, self.n_cartesian_dims :]
         cart = (zc * torch.sqrt(self.pca_values)) @ self.pca_vectors.T + self.pca_mean
-        ic = zi.reshape(b, 3, -1) * self.ic_std + self.ic_mean  # (B, 3, M)
+        ic = zi.reshape(b, 3, self.ic_std.shape[1]) * self.ic_std + self.ic_mean  # (B, 3, M)
         r, th, ph = ic.unbind(1)
-        placed = cart.reshape(b, -1, 3)  # (B, m, 3), grows in placement order
+        placed = cart.reshape(b, len(self.cartesian), 3)  # (B, m, 3), grows in placement order
         by_level = ic[:, :, self._ic_order]  # (B, 3, M), rows grouped by level
         start = 0
         for size in self._level_sizes:

@@ -88,3 +88,23 @@ def test_energy_w2_known_values():
     assert energy_w2(a + 3.0, a) == pytest.approx(3.0, rel=1e-12)  # a shift moves every quantile
     assert energy_w2(torch.tensor([0.0, 2.0]), torch.tensor([1.0])) == pytest.approx(1.0)  # different sizes
     assert energy_w2(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0.0, 2.0])) == pytest.approx(math.sqrt(1 / 3))
+
+
+def test_phi_positive_fraction_counts_the_right_half_of_the_histogram():
+    from p4lightning.metrics.evaluation import _phi_positive
+
+    phi = torch.tensor([-3.0, -1.0, -1e-9, 0.0, 0.5, math.pi], dtype=torch.float64)
+    h = ramachandran_histogram(phi, torch.zeros_like(phi))
+    assert _phi_positive(h) == pytest.approx(0.5)  # 0, 0.5 and pi of six
+
+
+def test_weight_concentration_known_cases():
+    from p4lightning.metrics.definitions import weight_concentration
+
+    equal = weight_concentration(torch.zeros(100, dtype=torch.float64))
+    assert equal["log_weight_std"] == 0.0 and equal["top10_weight_share"] == pytest.approx(0.1)
+    one = torch.full((100,), -1e3, dtype=torch.float64)
+    one[7] = 0.0
+    one[8] = float("nan")  # a failed energy: weight 0
+    c = weight_concentration(one)
+    assert c["top10_weight_share"] == pytest.approx(1.0) and c["log_weight_std"] > 90

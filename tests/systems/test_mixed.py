@@ -161,3 +161,10 @@ def test_levelled_inverse_matches_atom_by_atom_placement(transform):
     expected = torch.stack([atoms[a] for a in range(22)], dim=1).reshape(8, 66)
     torch.testing.assert_close(x, expected, atol=1e-14, rtol=0)
     assert transform._level_sizes == (7, 4, 6)
+
+
+def test_empty_batch_gives_empty_outputs(transform):
+    z, ladj = transform(torch.zeros(0, 66, dtype=torch.float64))
+    assert z.shape == (0, 60) and ladj.shape == (0,)
+    x, ladj = transform.inverse(torch.zeros(0, 60, dtype=torch.float64))
+    assert x.shape == (0, 66) and ladj.shape == (0,)
