@@ -50,7 +50,7 @@ bench: setup
 	$(PY) benchmarks/p4inv_floor.py --n 1024 --rounds 30 --block 4 --out docs/benchmarks/p4inv_floor_1024
 	$(PY) benchmarks/drift.py --out docs/benchmarks/drift.json
 	$(PY) benchmarks/energy_throughput.py --out docs/benchmarks/energy_throughput
-	$(PY) benchmarks/energy_throughput.py --torch-energy --rounds 7 --out docs/benchmarks/torch_energy
+	$(PY) benchmarks/energy_throughput.py --torch-energy --rounds 7 --block 5 --out docs/benchmarks/torch_energy
 	$(PY) benchmarks/bg_step.py --rounds 8 --block 5 --energy --out docs/benchmarks/bg_step
 	$(PY) benchmarks/mixed_inverse.py --rounds 15 --block 50 --out docs/benchmarks/mixed_inverse
 	$(PY) benchmarks/host_scalars.py --rounds 10 --block 10 --out docs/benchmarks/host_scalars

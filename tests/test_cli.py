@@ -175,3 +175,20 @@ def test_lightning_cli_errors_end_in_one_line_without_usage_dump(argv, message, 
     err = capsys.readouterr().err.strip()
     assert message in err.splitlines()[-1], err
     assert "Traceback" not in err and "usage:" not in err and len(err.splitlines()) <= 4
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate"])
+def test_outputs_in_a_users_folder_are_refused_without_force(command, tmp_path, capsys, monkeypatch):
+    """Files already in --out are named and left untouched, before any model is loaded or sample drawn."""
+    monkeypatch.chdir(ROOT)
+    name = "samples.dcd" if command == "sample" else "metrics.json"
+    (tmp_path / name).write_bytes(b"user data")
+    argv = [command, "--ckpt", "README.md", "--out", str(tmp_path)]
+    if command == "evaluate":
+        argv += ["--trajectory", "x.dcd", "--topology", "y.pdb"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"already holds {name}" in err and "pass --force" in err and len(err.splitlines()) == 1
+    assert (tmp_path / name).read_bytes() == b"user data"
