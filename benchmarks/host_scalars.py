@@ -42,26 +42,10 @@ def scalars_on(host: bool) -> Iterator[None]:
 
 
 def bg_step(data: torch.Tensor) -> Callable[[torch.Tensor], None]:
-    from p4lightning.models.boltzmann import BoltzmannGenerator
+    """The paper-size P⁴Inv BG's eager ML step as trained (``bg_step.make_model``: fused Adam, merges every 100)."""
+    from bg_step import make_model
 
-    torch.manual_seed(0)
-    model = BoltzmannGenerator(mixing="p4inv", n_blocks=25, hidden=[60, 60])
-    model.transform.fit_(data.reshape(-1, 22, 3))
-    opt = model.configure_optimizers()  # what training uses (fused Adam)
-    count = [0]
-
-    def step(x: torch.Tensor) -> None:
-        loss = -model.log_density(x).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        count[0] += 1
-        if count[0] % 100 == 0:
-            with torch.no_grad():
-                for m in model._p4_modules:
-                    m.merge(generator=torch.Generator().manual_seed(count[0]))
-
-    return step
+    return make_model("p4inv", False, data)[1]
 
 
 def layer_step() -> Callable[[torch.Tensor], None]:
