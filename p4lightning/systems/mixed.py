@@ -177,14 +177,13 @@ class MixedCoordinateTransform(Bijection):
         for i, j, k, t in rows:  # validated: references are placed before i
             level_of[i] = 1 + max(level_of[j], level_of[k], level_of[t])
         order = sorted(range(len(rows)), key=lambda r: level_of[rows[r][0]])  # stable: Z-matrix order in a level
-        refs, sizes = [], []
+        refs = []
         for r in order:
             i, j, k, t = rows[r]
             refs.append([position[j], position[k], position[t]])
             position[i] = len(position)
-        for level in range(1, 1 + max((level_of[rows[r][0]] for r in order), default=0)):
-            sizes.append(sum(1 for r in order if level_of[rows[r][0]] == level))
-        self._level_sizes = tuple(sizes)
+        levels = [level_of[rows[r][0]] for r in order]  # ascending
+        self._level_sizes = tuple(levels.count(level) for level in sorted(set(levels)))
         device = self.z_matrix.device
         self.register_buffer("_ic_order", torch.tensor(order, dtype=torch.long, device=device), persistent=False)
         self.register_buffer(
@@ -327,13 +326,15 @@ class MixedCoordinateTransform(Bijection):
     def _check_output(self, xyz: torch.Tensor, z: torch.Tensor, ladj: torch.Tensor) -> None:
         """Raise naming the degenerate geometry (coincident atoms, a zero bond, a straight angle) when the forward
         map is not finite; inside ``torch.compile`` an in-graph assertion with a shorter message."""
-        finite = torch.isfinite(ladj + z.sum(-1)).all()
+        rows_finite = torch.isfinite(ladj + z.sum(-1))
         if torch.compiler.is_compiling():
-            torch._assert_async(finite, "flow coordinates are not finite: coincident atoms, a zero bond or a straight angle")
+            torch._assert_async(
+                rows_finite.all(), "flow coordinates are not finite: coincident atoms, a zero bond or a straight angle"
+            )
             return
-        if bool(finite):
+        if bool(rows_finite.all()):
             return
-        bad = int((~torch.isfinite(ladj + z.sum(-1))).nonzero()[0, 0])
+        bad = int((~rows_finite).nonzero()[0, 0])
         frame = xyz[bad]
         for row, (i, j, k, t) in enumerate(self.z_matrix.tolist()):
             for a, b in ((i, j), (j, k), (k, t), (i, k)):
