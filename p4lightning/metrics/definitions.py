@@ -45,6 +45,7 @@ __all__ = [
     "forward_ess",
     "low_energy_fraction",
     "nll",
+    "phi_positive_fraction",
     "ramachandran_histogram",
     "ramachandran_kl",
     "ramachandran_tv",
@@ -164,6 +165,13 @@ def ramachandran_histogram(phi: torch.Tensor, psi: torch.Tensor, bins: int = RAM
     i = ((phi[ok] + math.pi) * scale).floor().long().clamp(0, bins - 1)
     j = ((psi[ok] + math.pi) * scale).floor().long().clamp(0, bins - 1)
     return torch.bincount(i * bins + j, minlength=bins * bins).reshape(bins, bins).double()
+
+
+def phi_positive_fraction(hist: torch.Tensor) -> float:
+    """Fraction of a Ramachandran histogram's counts ``(bins, bins)`` with φ ≥ 0 (the sparse αL / C7ax basins; with
+    an even number of bins on [−π, π] a bin edge lies at 0); NaN for an empty histogram."""
+    total = float(hist.sum())
+    return float(hist[hist.shape[0] // 2 :].sum()) / total if total else math.nan
 
 
 def ramachandran_kl(

@@ -29,6 +29,7 @@ from p4lightning.metrics.definitions import (
     energy_w2,
     forward_ess,
     nll,
+    phi_positive_fraction,
     ramachandran_histogram,
     ramachandran_kl,
     ramachandran_tv,
@@ -68,12 +69,6 @@ def _rama(x: torch.Tensor) -> torch.Tensor:
     return ramachandran_histogram(*phi_psi(x.reshape(-1, N_ATOMS, 3).double()))
 
 
-def _phi_positive(hist: torch.Tensor) -> float:
-    """Fraction of a Ramachandran histogram's counts with φ ≥ 0 (the sparse αL/C7ax basins; 64 bins: an edge at 0)."""
-    total = float(hist.sum())
-    return float(hist[hist.shape[0] // 2 :].sum()) / total if total else math.nan
-
-
 def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]:
     """Fill and return ``ev.metrics``: the full table (see the module docstring)."""
     rama_md = _rama(ev.md_x)
@@ -96,7 +91,7 @@ def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]
         "mean_shift_over_noise_shift": shift["mean"] / noise_shift["mean"] if noise_shift["mean"] else math.nan,
         "ramachandran_kl": ramachandran_kl(rama_md, rama_s),
         "ramachandran_tv": ramachandran_tv(rama_md, rama_s),
-        "phi_positive_fraction": {"samples": _phi_positive(rama_s), "md": _phi_positive(rama_md)},
+        "phi_positive_fraction": {"samples": phi_positive_fraction(rama_s), "md": phi_positive_fraction(rama_md)},
         "energy_w2_kT": energy_w2(ev.samples_u, ev.md_u),
         "reverse_ess": None,
         "reverse_ess_clipped": None,
@@ -119,7 +114,7 @@ def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]
             "n": len(ev.floor_u),
             "ramachandran_kl": ramachandran_kl(rama_md, rama_f),
             "ramachandran_tv": ramachandran_tv(rama_md, rama_f),
-            "phi_positive_fraction": _phi_positive(rama_f),
+            "phi_positive_fraction": phi_positive_fraction(rama_f),
             "energy_w2_kT": energy_w2(ev.floor_u, ev.md_u),
             "shift_vs_md_kT": energy_shift(ev.floor_u, ev.md_u),
             "low_energy_fraction": energy_statistics(ev.floor_u, ev.threshold)["low_energy_fraction"],

@@ -91,7 +91,7 @@ def test_energy_w2_known_values():
 
 
 def test_phi_positive_fraction_counts_the_right_half_of_the_histogram():
-    from p4lightning.metrics.evaluation import _phi_positive
+    from p4lightning.metrics.definitions import phi_positive_fraction as _phi_positive
 
     phi = torch.tensor([-3.0, -1.0, -1e-9, 0.0, 0.5, math.pi], dtype=torch.float64)
     h = ramachandran_histogram(phi, torch.zeros_like(phi))
