@@ -231,9 +231,7 @@ def _torch_replicas(specs: list[ReplicaSpec], cfg: dict, counter: object, core: 
     energy = TorchEnergy(ala2.system, cfg["temperature"])
 
     def force(x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(energy.potential(x).sum(), x)
-        return -grad
+        return energy.potential_and_forces(x)[1]
 
     force_fn = torch.compile(force) if cfg["compile"] else force
     masses = torch.tensor([ala2.system.getParticleMass(i)._value for i in range(ala2.system.getNumParticles())])

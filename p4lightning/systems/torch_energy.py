@@ -40,8 +40,12 @@ the force's own expressions, which must match the OBC templates exactly up to th
 expression, force class, cutoff or periodic box raises :class:`ValueError` naming the force. A
 ``GBSAOBCForce`` (OpenMM's built-in OBC2) is read too. ``CMMotionRemover`` contributes no energy.
 
-Reduced energies :math:`u = E / k_B T` (dimensionless) come from :meth:`TorchEnergy.forward`; forces
-:math:`-\partial E/\partial x` by autograd. Precision: the computation runs in the positions' dtype; with
+Reduced energies :math:`u = E / k_B T` (dimensionless) come from :meth:`TorchEnergy.forward`, energies and forces
+:math:`-\partial E/\partial x` together from :meth:`TorchEnergy.potential_and_forces`. The gradient is analytic,
+computed in the same pass as the energy (Note [analytic gradient]); autograd through ``forward`` / ``potential``
+uses it in eager mode (first derivatives; under ``torch.compile`` autograd differentiates the expressions), and
+:meth:`TorchEnergy.terms_kj` stays differentiable by autograd to any order.
+Precision: the computation runs in the positions' dtype; with
 ``bonded_float64=True`` and float32 positions the stiff bonded terms run in float64 (as OpenMM's mixed
 precision does). Positions are centred on their mean per conformation first (energies are translation
 invariant; centring keeps float32 round-off independent of where the molecule sits). A conformation with
@@ -57,6 +61,9 @@ Example:
     >>> x = torch.as_tensor(ala2.positions)[None]          # (1, 22, 3) nm, float64
     >>> energy(x).shape
     torch.Size([1])
+    >>> e, f = energy.potential_and_forces(x)            # kJ/mol (1,), kJ/(mol nm) (1, 22, 3)
+    >>> f.shape
+    torch.Size([1, 22, 3])
 """
 
 from __future__ import annotations
@@ -251,7 +258,18 @@ class TorchEnergy(nn.Module):
                 self.terms.append("gb")
         if "gb" in self.terms and "nonbonded" not in self.terms:
             raise ValueError("an implicit-solvent force needs the NonbondedForce that holds the charges")
-        self.register_buffer("pair_idx", self._pairs())  # (N(N-1)/2, 2): every pair i < j
+        self._difference_vectors()
+        pairs = self._pairs()  # (P, 2): every pair i < j once
+        self.register_buffer("pair_i", pairs[:, 0].contiguous())
+        self.register_buffer("pair_j", pairs[:, 1].contiguous())
+        n_pairs = pairs.shape[0]
+        one_hot = torch.zeros(2, n_pairs, self.n_atoms, dtype=torch.float64)
+        one_hot[0, torch.arange(n_pairs), pairs[:, 0]] = 1.0
+        one_hot[1, torch.arange(n_pairs), pairs[:, 1]] = 1.0
+        # (P, N): pair p's vector x_i - x_j from the positions; its transpose returns pair gradients to the atoms
+        self.register_buffer("pair_incidence", one_hot[0] - one_hot[1])
+        # (N, 2P): sums over ordered pairs — column p adds to atom i of pair p, column P + p to its atom j
+        self.register_buffer("pair_owner", torch.cat([one_hot[0], one_hot[1]]).T.contiguous())
         # conformations evaluated by forward() (a counter, so it is in state_dict like OpenMMEnergy's)
         self.register_buffer("num_evaluated", torch.zeros((), dtype=torch.long))
 
@@ -264,6 +282,40 @@ class TorchEnergy(nn.Module):
 
     def _pairs(self) -> torch.Tensor:
         return torch.triu_indices(self.n_atoms, self.n_atoms, offset=1).T  # (P, 2), i < j
+
+    def _difference_vectors(self) -> None:
+        r"""The bonded terms' difference vectors :math:`x_\text{head} - x_\text{tail}`, all in one list.
+
+        Rows: bonds :math:`x_i - x_j`; angles :math:`a = x_i - x_j`, then :math:`b = x_k - x_j`; torsions
+        :math:`b_1 = x_j - x_i`, :math:`b_2 = x_k - x_j`, :math:`b_3 = x_l - x_k`. ``vec_incidence`` ``(K, N)``
+        maps positions to them (+1 at the head, −1 at the tail), and its transpose maps a gradient in the
+        vectors back to the atoms in one matrix product.
+        """
+        pieces: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.vec_slices: dict[str, int] = {}  # first row of each term's vectors
+        start = 0
+        for term, name, pairs in (
+            ("bond", "bond_idx", ((0, 1),)),
+            ("angle", "angle_idx", ((0, 1), (2, 1))),
+            ("torsion", "torsion_idx", ((1, 0), (2, 1), (3, 2))),
+        ):
+            if term not in self.terms:
+                continue
+            idx = getattr(self, name)
+            self.vec_slices[term] = start
+            for head, tail in pairs:
+                pieces.append((idx[:, head], idx[:, tail]))
+                start += idx.shape[0]
+        empty = torch.zeros(0, dtype=torch.long)
+        heads = torch.cat([h for h, _ in pieces]) if pieces else empty
+        tails = torch.cat([t for _, t in pieces]) if pieces else empty
+        incidence = torch.zeros(heads.shape[0], self.n_atoms, dtype=torch.float64)
+        rows = torch.arange(heads.shape[0])
+        incidence[rows, heads] += 1.0
+        incidence[rows, tails] -= 1.0
+        self.register_buffer("vec_head", heads)
+        self.register_buffer("vec_tail", tails)
+        self.register_buffer("vec_incidence", incidence)
 
     def _read_nonbonded(self, force: Any, index: int) -> None:
         import openmm
@@ -280,31 +332,27 @@ class TorchEnergy(nn.Module):
         q = torch.tensor([_v(p[0]) for p in params], dtype=torch.float64)
         sig = torch.tensor([_v(p[1]) for p in params], dtype=torch.float64)
         eps = torch.tensor([_v(p[2]) for p in params], dtype=torch.float64)
-        pairs = self._pairs()
-        i, j = pairs[:, 0], pairs[:, 1]
+        # per pair i < j (the order of _pairs()); excluded pairs have zero parameters (they contribute nothing)
+        i, j = self._pairs().T
         qq = q[i] * q[j]
         ss = 0.5 * (sig[i] + sig[j])
         ee = torch.sqrt(eps[i] * eps[j])
-        lookup = {(int(a), int(b)): k for k, (a, b) in enumerate(pairs.tolist())}
+        column = {(a, b): k for k, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True))}
         for e in range(force.getNumExceptions()):
             a, b, cq, cs, ce = force.getExceptionParameters(e)
-            k = lookup[(min(a, b), max(a, b))]
+            k = column[(min(a, b), max(a, b))]
             qq[k], ss[k], ee[k] = _v(cq), _v(cs), _v(ce)
-        keep = (qq != 0) | (ee != 0)  # excluded pairs contribute nothing
-        self.register_buffer("nb_sel", torch.nonzero(keep).flatten())  # columns of the all-pairs distances
-        self.register_buffer("nb_qq", qq[keep] * openmm_coulomb_constant())
-        self.register_buffer("nb_sigma", ss[keep])
-        self.register_buffer("nb_4eps", 4.0 * ee[keep])
-        self.register_buffer("charge", q)
+        keep = (qq != 0) | (ee != 0)
+        zero = torch.zeros((), dtype=torch.float64)
+        self.register_buffer("nb_keep", keep)
+        self.register_buffer("nb_qq", torch.where(keep, qq * openmm_coulomb_constant(), zero))
+        self.register_buffer("nb_sigma", torch.where(keep, ss, zero))
+        self.register_buffer("nb_4eps", torch.where(keep, 4.0 * ee, zero))
 
     def _gb_buffers(self, rho: torch.Tensor, scaled: torch.Tensor, consts: dict[str, float]) -> None:
         self.gb = {k: float(v) for k, v in consts.items()}
         self.register_buffer("gb_rho", rho)  # offset radius (nm)
         self.register_buffer("gb_scaled", scaled)  # scaled offset radius (nm)
-        # the I-sum runs over ordered pairs (i, j), i != j: each unordered pair's distance serves both directions
-        pi, pj = self._pairs().T
-        self.register_buffer("gb_first", torch.cat([pi, pj]))  # the atom whose I the term adds to
-        self.register_buffer("gb_second", torch.cat([pj, pi]))  # the atom whose scaled sphere it integrates
 
     def _read_custom_gb(self, force: Any, index: int) -> None:
         where = f"force {index} (CustomGBForce)"
@@ -363,104 +411,237 @@ class TorchEnergy(nn.Module):
         self._gb_buffers(rho, rho * scale, consts)
 
     # --- evaluation -----------------------------------------------------------------------------------------
-    # Note [batch last]: every term works on positions laid out (N, 3, B) — the batch innermost and contiguous —
-    # so gathering atoms (xt[i]) picks whole rows and each per-term array is (K, B): elementwise work and the
-    # backward's index_add over atoms run along B in vectorised loops. With (B, N, 3) a gather reads 3 floats per
-    # conformation; the compiled energy + forces took 1.5x as long (benchmarks/energy_throughput.py --torch-energy).
+    # Note [batch last]: every term works on positions laid out (3, N, B) — the batch innermost and contiguous —
+    # and on 3-vectors held as three (K, B) components (_Vec), never as (K, 3, B) arrays. Gathering atoms
+    # (x[i]) then reads whole rows, and every per-term array is (K, B): the elementwise work and the sums over
+    # atoms run along B in vectorised loops. The layout is pinned in a buffer of its own (empty + copy_):
+    # under torch.compile a plain permute is fused into its readers, and Inductor then laid the (K, 3, B)
+    # intermediates out as (K, B, 3) and read them 3 floats at a time, in scalar gathers.
+    #
+    # Note [analytic gradient]: dE/dx is written out next to each energy (chain rule through r, theta, phi and
+    # the Born radii; formulas in the docstrings) and computed in the same pass, so energy + forces is one
+    # forward graph with no autograd tape (potential_and_forces; potential/forward in eager mode through
+    # _AnalyticGradient). Sums over atoms are matrix products with constant incidence matrices (bonded vectors
+    # -> atoms, pairs -> atoms, ordered pairs -> their owner atom for the Born integrals and dE/dB): Inductor
+    # writes each index_add as a scalar loop, and with them the compiled analytic path lost to autograd by more.
+    # benchmarks/energy_throughput.py --torch-energy times it against autograd through the same expressions
+    # ("compiled" vs "compiled, autograd"): the analytic gradient wins compiled in float64 and in eager mode
+    # (also benchmarks/bg_step.py --energy-only), but compiled in float32 autograd's backward, which Inductor
+    # fuses with the forward's saved values, is faster (0.75x the time at batch 256, 0.58x at 4,096). So
+    # potential()/forward() let autograd differentiate the expressions when they are being compiled, and use
+    # the analytic gradient otherwise; the tests hold the two to round-off.
     def _column(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """Parameter buffer ``name`` ``(K,)`` as a ``(K, 1)`` column in ``like``'s dtype (broadcast over the batch)."""
-        return getattr(self, name).to(dtype=like.dtype)[:, None]
+        """Parameter buffer ``name`` with a trailing batch axis, in ``like``'s dtype (broadcasts over the batch)."""
+        return getattr(self, name).to(dtype=like.dtype)[..., None]
 
-    def _bonded(self, xt: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Bond, angle and torsion energies (kJ/mol) ``(B,)`` of positions ``xt`` ``(N, 3, B)`` nm."""
+    def _bonded(self, xt: torch.Tensor, grad: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        r"""Bond, angle and torsion energies (kJ/mol) ``(B,)`` of positions ``xt`` ``(3, N, B)`` nm.
+
+        With ``grad``, also :math:`\partial E/\partial x` ``(3, N, B)`` (kJ mol⁻¹ nm⁻¹), from the gradient in
+        each difference vector (:meth:`_difference_vectors`): bonds :math:`k (r - r_0)\, d / r`; angles
+        :math:`\partial\theta/\partial a = a \times p / (|a|^2 |p|)`,
+        :math:`\partial\theta/\partial b = p \times b / (|b|^2 |p|)`, :math:`p = a \times b` (zero for
+        exactly collinear atoms, where :math:`\theta = \pi` is a cusp); torsions (Blondel & Karplus, J. Comput. Chem. 17, 1132, 1996) with
+        :math:`n_1 = b_1 \times b_2`, :math:`n_2 = b_2 \times b_3`:
+        :math:`\partial\varphi/\partial b_1 = |b_2| n_1 / n_1^2`, :math:`\partial\varphi/\partial b_3 =
+        |b_2| n_2 / n_2^2`, :math:`\partial\varphi/\partial b_2 = -\frac{b_1 \cdot b_2}{|b_2|^2}
+        \partial\varphi/\partial b_1 - \frac{b_3 \cdot b_2}{|b_2|^2} \partial\varphi/\partial b_3`.
+        Vectors are triples of ``(K, B)`` components (Note [batch last]).
+        """
         out: dict[str, torch.Tensor] = {}
+        if not self.vec_slices:
+            return out, (torch.zeros_like(xt) if grad else None)
+        vec = tuple(c[self.vec_head] - c[self.vec_tail] for c in xt)  # 3 x (K, B)
+        parts: list[_Vec] = []
+
+        def rows(term: str, m: int, n: int) -> _Vec:
+            first = self.vec_slices[term] + m * n
+            return vec[0][first : first + n], vec[1][first : first + n], vec[2][first : first + n]
+
         if "bond" in self.terms:
-            i, j = self.bond_idx.T
-            r = torch.linalg.vector_norm(xt[i] - xt[j], dim=1)  # (K, B)
-            out["bond"] = (0.5 * self._column("bond_k", r) * (r - self._column("bond_r0", r)).square()).sum(0)
+            d = rows("bond", 0, self.bond_idx.shape[0])
+            r = _norm(d)  # (K, B)
+            k, stretch = self._column("bond_k", r), r - self._column("bond_r0", r)
+            out["bond"] = (0.5 * k * stretch.square()).sum(0)
+            if grad:
+                parts.append(_scale(k * stretch / r, d))
         if "angle" in self.terms:
-            i, j, k = self.angle_idx.T
-            a, b = xt[i] - xt[j], xt[k] - xt[j]  # (K, 3, B)
-            theta = torch.atan2(torch.linalg.vector_norm(torch.cross(a, b, dim=1), dim=1), (a * b).sum(1))
-            out["angle"] = (
-                0.5 * self._column("angle_k", theta) * (theta - self._column("angle_t0", theta)).square()
-            ).sum(0)
+            n = self.angle_idx.shape[0]
+            a, b = rows("angle", 0, n), rows("angle", 1, n)
+            p = _cross(a, b)
+            p_norm = _norm(p)
+            theta = torch.atan2(p_norm, _dot(a, b))
+            k, bend = self._column("angle_k", theta), theta - self._column("angle_t0", theta)
+            out["angle"] = (0.5 * k * bend.square()).sum(0)
+            if grad:
+                scale = k * bend / p_norm
+                scale = torch.where(p_norm == 0, torch.zeros_like(scale), scale)  # theta = pi: a cusp, no force
+                parts.append(_scale(scale / _dot(a, a), _cross(a, p)))
+                parts.append(_scale(scale / _dot(b, b), _cross(p, b)))
         if "torsion" in self.terms:
-            i, j, k, l = self.torsion_idx.T  # noqa: E741
-            b1, b2, b3 = xt[j] - xt[i], xt[k] - xt[j], xt[l] - xt[k]
-            n1, n2 = torch.cross(b1, b2, dim=1), torch.cross(b2, b3, dim=1)
-            y = (torch.cross(n1, n2, dim=1) * b2).sum(1) / torch.linalg.vector_norm(b2, dim=1)
-            phi = torch.atan2(y, (n1 * n2).sum(1))
-            arg = self._column("torsion_n", phi) * phi - self._column("torsion_phase", phi)
-            out["torsion"] = (self._column("torsion_k", phi) * (1.0 + torch.cos(arg))).sum(0)
-        return out
+            n = self.torsion_idx.shape[0]
+            b1, b2, b3 = (rows("torsion", m, n) for m in range(3))
+            n1, n2 = _cross(b1, b2), _cross(b2, b3)
+            b2_sq = _dot(b2, b2)
+            b2_norm = b2_sq.sqrt()
+            phi = torch.atan2(_dot(_cross(n1, n2), b2) / b2_norm, _dot(n1, n2))
+            n_t, k_t = self._column("torsion_n", phi), self._column("torsion_k", phi)
+            arg = n_t * phi - self._column("torsion_phase", phi)
+            out["torsion"] = (k_t * (1.0 + torch.cos(arg))).sum(0)
+            if grad:
+                dphi = -k_t * n_t * torch.sin(arg) * b2_norm  # dE/dphi |b2|, (K, B)
+                g1, g3 = _scale(dphi / _dot(n1, n1), n1), _scale(dphi / _dot(n2, n2), n2)
+                c1, c3 = _dot(b1, b2) / b2_sq, _dot(b3, b2) / b2_sq
+                parts += [g1, tuple(-c1 * u - c3 * w for u, w in zip(g1, g3, strict=True)), g3]
+        if not grad:
+            return out, None
+        g_vec = torch.stack([torch.cat([part[c] for part in parts]) for c in range(3)])  # (3, K, B)
+        return out, self.vec_incidence.to(xt.dtype).T @ g_vec  # (3, N, B)
 
-    def _nonbonded(self, r_all: torch.Tensor) -> torch.Tensor:
-        """Coulomb + Lennard-Jones (kJ/mol) ``(B,)`` from every pair distance ``r_all`` ``(P, B)`` nm."""
-        r = r_all[self.nb_sel]
+    def _nonbonded(self, r: torch.Tensor, dedr: torch.Tensor | None) -> torch.Tensor:
+        r"""Coulomb + Lennard-Jones (kJ/mol) ``(B,)`` from the pair distances ``r`` ``(P, B)`` nm (pairs i < j).
+
+        With ``dedr`` ``(P, B)`` given, adds :math:`\partial e_{ij}/\partial r = -f q_{ij}/r^2
+        - 4\varepsilon (12 s^{12} - 6 s^6)/r` (:math:`s = \sigma/r`) into it.
+        """
+        r = torch.where(self.nb_keep[:, None], r, torch.ones_like(r))  # excluded pairs: finite, weight 0
         s6 = (self._column("nb_sigma", r) / r).pow(6)
-        return (self._column("nb_qq", r) / r + self._column("nb_4eps", r) * (s6.square() - s6)).sum(0)
+        coulomb, four_eps = self._column("nb_qq", r) / r, self._column("nb_4eps", r)
+        if dedr is not None:
+            dedr.sub_((coulomb + four_eps * (12 * s6.square() - 6 * s6)) / r)
+        return (coulomb + four_eps * (s6.square() - s6)).sum(0)
 
-    def _gb(self, r_all: torch.Tensor) -> torch.Tensor:
-        """OBC generalized-Born solvation + surface area (kJ/mol) ``(B,)`` from ``r_all`` ``(P, B)`` nm."""
+    def _gb(self, r: torch.Tensor, dedr: torch.Tensor | None) -> torch.Tensor:
+        r"""OBC generalized-Born solvation + surface area (kJ/mol) ``(B,)`` from the pair distances ``r`` ``(P, B)``.
+
+        The Born integral :math:`I_i` sums over ordered pairs: each pair i < j once as (owner i, sphere j) and
+        once as (owner j, sphere i), summed to the owners by ``pair_owner``. With ``dedr`` given, adds
+        :math:`\partial E/\partial r_{ij}` into it: the explicit pair term
+        :math:`\partial e_{ij}/\partial f \cdot r (1 - e^{-r^2/4B_iB_j}/4)/f`, and, through the Born radii,
+        :math:`g_{ij} + g_{ji}` with :math:`g_{ij} = (\partial E/\partial B_i)(\mathrm dB_i/\mathrm dI_i)\,
+        \partial(\text{term}_{ij})/\partial r`, :math:`\mathrm dB/\mathrm dI = B^2 (1 - t^2)(\alpha - 2\beta\psi
+        + 3\gamma\psi^2)\rho/\tilde\rho`, and :math:`\partial E/\partial B_i` from the self, surface and pair
+        energies (:math:`\partial f/\partial(B_iB_j) = e^{-r^2/4B_iB_j} (1 + r^2/4B_iB_j)/2f`).
+        """
         c = self.gb
-        i = self.gb_first
-        r = torch.cat([r_all, r_all], dim=0)  # (2P, B): both directions of every pair
-        rho, s = self._column("gb_rho", r_all), self._column("gb_scaled", r_all)  # (N, 1)
-        rho_i, s_j = rho[i], s[self.gb_second]  # (2P, 1)
-        upper = r + s_j
-        lower = torch.maximum(rho_i.expand_as(r), (r - s_j).abs())
-        term = 0.5 * (
-            1 / lower - 1 / upper
-            + 0.25 * (r - s_j.square() / r) * (1 / upper.square() - 1 / lower.square())
-            + 0.5 * torch.log(lower / upper) / r
-        )
-        term = torch.where(upper - rho_i >= 0, term, torch.zeros_like(term))
-        integral = r_all.new_zeros(self.n_atoms, r_all.shape[1]).index_add_(0, i, term)  # (N, B)
+        pi, pj = self.pair_i, self.pair_j
+        n_pairs = r.shape[0]
+        owner = self.pair_owner.to(r.dtype)  # (N, 2P)
+        rho, s = self._column("gb_rho", r), self._column("gb_scaled", r)  # (N, 1)
+        rho_i, s_j = torch.cat([rho[pi], rho[pj]]), torch.cat([s[pj], s[pi]])  # (2P, 1): owner, sphere
+        r2p = torch.cat([r, r])  # (2P, B)
+        upper = r2p + s_j
+        diff = r2p - s_j
+        lower = torch.maximum(rho_i, diff.abs())
+        inv_l, inv_u, inv_r = 1 / lower, 1 / upper, 1 / r2p
+        log_lu = torch.log(lower / upper)
+        shell = r2p - s_j.square() * inv_r
+        term = 0.5 * (inv_l - inv_u + 0.25 * shell * (inv_u.square() - inv_l.square()) + 0.5 * log_lu * inv_r)
+        active = upper - rho_i >= 0
+        integral = owner @ torch.where(active, term, torch.zeros_like(term))  # (N, B)
         psi = integral * rho
         radius = rho + c["offset"]
-        born = 1 / (1 / rho - torch.tanh(c["alpha"] * psi - c["beta"] * psi.square() + c["gamma"] * psi.pow(3)) / radius)
-        q = self._column("gb_charge", r_all)
+        t = torch.tanh(c["alpha"] * psi - c["beta"] * psi.square() + c["gamma"] * psi.pow(3))
+        born = 1 / (1 / rho - t / radius)  # (N, B)
+        q = self._column("gb_charge", r)
         pre = c["coul"] * (1 / c["eps_in"] - 1 / c["eps_out"])
-        e_self = (-0.5 * pre * q.square() / born).sum(0)
-        e_sa = (c["sa"] * (radius + c["probe"]).square() * (radius / born).pow(6)).sum(0)
-        pi, pj = self.pair_idx.T
-        r2 = r_all.square()
-        bb = born[pi] * born[pj]  # (P, B)
-        f = torch.sqrt(r2 + bb * torch.exp(-r2 / (4 * bb)))
-        e_pair = (-pre * q[pi] * q[pj] / f).sum(0)
-        return e_self + e_sa + e_pair
+        e_self = -0.5 * pre * q.square() / born  # (N, B)
+        e_sa = c["sa"] * (radius + c["probe"]).square() * (radius / born).pow(6)
+        r2 = r.square()
+        born_i, born_j = born[pi], born[pj]  # (P, B)
+        bb = born_i * born_j
+        damp = torch.exp(-r2 / (4 * bb))
+        f = torch.sqrt(r2 + bb * damp)
+        qq = q[pi] * q[pj]  # (P, 1)
+        if dedr is not None:
+            de_df = pre * qq / f.square()  # (P, B)
+            c_bb = de_df * damp * (1 + r2 / (4 * bb)) / (2 * f)  # dE/d(B_i B_j)
+            de_db = (-e_self - 6 * e_sa) / born + owner @ torch.cat([c_bb * born_j, c_bb * born_i])  # (N, B)
+            db_di = born.square() * (1 - t.square()) * (
+                c["alpha"] - 2 * c["beta"] * psi + 3 * c["gamma"] * psi.square()
+            ) * rho / radius
+            de_di = de_db * db_di
+            d_lower = torch.where(diff.abs() > rho_i, torch.sign(diff), torch.zeros_like(diff))
+            d_term = 0.5 * (
+                -d_lower * inv_l.square() + inv_u.square()
+                + 0.25 * (1 + s_j.square() * inv_r.square()) * (inv_u.square() - inv_l.square())
+                + 0.5 * shell * (d_lower * inv_l.pow(3) - inv_u.pow(3))
+                + 0.5 * (d_lower * inv_l - inv_u) * inv_r
+                - 0.5 * log_lu * inv_r.square()
+            )  # fmt: skip
+            g = torch.where(active, d_term, torch.zeros_like(d_term)) * torch.cat([de_di[pi], de_di[pj]])
+            dedr.add_(de_df * r * (1 - 0.25 * damp) / f + g[:n_pairs] + g[n_pairs:])
+        return (e_self + e_sa).sum(0) + (-pre * qq / f).sum(0)
 
-    def terms_kj(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each force's potential energy in kJ/mol, ``{"bond", "angle", "torsion", "nonbonded", "gb"}`` → ``(B,)``."""
-        xt = self._positions(x).permute(1, 2, 0)  # (N, 3, B): Note [batch last]
+    def _evaluate(self, x: torch.Tensor, grad: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        r"""Each force's energy (kJ/mol) ``(B,)`` and, with ``grad``, :math:`\partial E/\partial x` shaped like ``x``."""
+        centred = self._positions(x)
+        # (3, N, B): Note [batch last], in a buffer of its own (a plain permute would be fused into its readers)
+        xt = torch.empty((3, self.n_atoms, x.shape[0]), dtype=x.dtype, device=x.device)
+        xt.copy_(centred.permute(2, 1, 0))
         out: dict[str, torch.Tensor] = {}
         if xt.dtype == torch.float32 and self.bonded_float64:
-            out.update({k: v.to(torch.float32) for k, v in self._bonded(xt.double()).items()})
+            bonded, g = self._bonded(xt.double(), grad)
+            out.update({k: v.to(torch.float32) for k, v in bonded.items()})
+            g = g.to(torch.float32) if g is not None else None
         else:
-            out.update(self._bonded(xt))
+            out, g = self._bonded(xt, grad)
         if "nonbonded" in self.terms or "gb" in self.terms:
-            pi, pj = self.pair_idx.T
-            r_all = torch.linalg.vector_norm(xt[pi] - xt[pj], dim=1)  # (N(N-1)/2, B): every distance once
+            d = tuple(c[self.pair_i] - c[self.pair_j] for c in xt)  # 3 x (P, B)
+            r = _norm(d)  # (P, B): every distance once
+            dedr = torch.zeros_like(r) if grad else None
             if "nonbonded" in self.terms:
-                out["nonbonded"] = self._nonbonded(r_all)
+                out["nonbonded"] = self._nonbonded(r, dedr)
             if "gb" in self.terms:
-                out["gb"] = self._gb(r_all)
-        return out
+                out["gb"] = self._gb(r, dedr)
+            if g is not None and dedr is not None:  # g_i += (dE/dr_ij / r_ij) d_ij, g_j -= the same
+                w = dedr / r
+                g = g + self.pair_incidence.to(xt.dtype).T @ torch.stack([w * c for c in d])
+        if g is None:
+            return out, None
+        g = g - g.mean(dim=1, keepdim=True)  # through the centring: E is translation invariant
+        return out, g.permute(2, 1, 0).reshape(x.shape)
+
+    def terms_kj(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each force's potential energy in kJ/mol, ``{"bond", "angle", "torsion", "nonbonded", "gb"}`` → ``(B,)``.
+
+        Differentiable by autograd through the energy expressions themselves (to any order; in eager mode slower
+        than :meth:`potential`, whose gradient is analytic and first order).
+        """
+        return self._evaluate(x, grad=False)[0]
+
+    def potential_and_forces(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Potential energy :math:`E` (kJ/mol) ``(B,)`` and forces :math:`-\partial E/\partial x` (kJ mol⁻¹ nm⁻¹)
+        shaped like ``x``, as OpenMM's ``getState(getEnergy=True, getForces=True)``; no autograd graph."""
+        with torch.no_grad():
+            terms, g = self._evaluate(x, grad=True)
+            assert g is not None
+            return self._total(terms, x), -g
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
-        """Potential energy :math:`E` in kJ/mol, shape ``(B,)``."""
-        terms = self.terms_kj(x)
-        if not terms:
-            return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        return torch.stack(list(terms.values()), 0).sum(0)
+        """Potential energy :math:`E` in kJ/mol, shape ``(B,)``; differentiable in ``x``.
+
+        Eager, its gradient is the analytic one (first order); under ``torch.compile`` autograd differentiates
+        the energy expressions and Inductor compiles that backward (Note [analytic gradient]).
+        """
+        if not (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
+            return self._total(self._evaluate(x, grad=False)[0], x)
+        with torch.no_grad():
+            terms, g = self._evaluate(x.detach(), grad=True)
+        return _AnalyticGradient.apply(self._total(terms, x), x, g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reduced energy :math:`u = E / k_B T`, shape ``(B,)``; forces by autograd (:math:`-k_BT\\,\\partial u/\\partial x`)."""
+        r"""Reduced energy :math:`u = E / k_B T`, shape ``(B,)``; forces by autograd (:math:`-k_BT\,\partial u/\partial x`)."""
         u = self.potential(x) / self.kt
         with torch.no_grad():
             self.num_evaluated += u.shape[0]
         return u
+
+    @staticmethod
+    def _total(terms: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if not terms:
+            return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        return torch.stack(list(terms.values()), 0).sum(0)
 
     def _positions(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -476,6 +657,47 @@ class TorchEnergy(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_atoms={self.n_atoms}, temperature={self.temperature}, terms={self.terms}"
+
+
+_Vec = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # a 3-vector as its components, each (K, B)
+
+
+def _dot(a: _Vec, b: _Vec) -> torch.Tensor:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _norm(a: _Vec) -> torch.Tensor:
+    return _dot(a, a).sqrt()
+
+
+def _cross(a: _Vec, b: _Vec) -> _Vec:
+    return a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]
+
+
+def _scale(s: torch.Tensor, a: _Vec) -> _Vec:
+    return s * a[0], s * a[1], s * a[2]
+
+
+class _AnalyticGradient(torch.autograd.Function):
+    """``energy`` ``(B,)`` with the precomputed gradient ``grad`` (shaped like ``x``) as its derivative in ``x``."""
+
+    @staticmethod
+    def forward(energy: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return energy.clone()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[2])
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[None, torch.Tensor, None]:  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "TorchEnergy's gradient is analytic and first order: no second derivatives through potential() or "
+                "forward(); use terms_kj(), which autograd differentiates to any order"
+            )
+        return None, grad_out.reshape((-1,) + (1,) * (grad.dim() - 1)) * grad, None
 
 
 def openmm_gb_types() -> tuple[int, int]:

@@ -66,16 +66,20 @@ def test_forces_to_1e8_kj_per_mol_nm_on_md_frames(ala2, frames):
 
 
 def test_float32_relative_error_and_float64_bonded_option(ala2, frames):
-    """float32 total within 1e-5 of the sum of |terms| (the scale float32 round-off works on)."""
+    """float32 total within 1e-5 of the sum of |terms| (the scale float32 round-off works on), forces within 1e-5
+    of the conformation's largest |force|."""
     xyz = np.concatenate([frames["md"], frames["noise_0.004"], frames["noise_0.02"]])
-    ref_terms, ref_total, _ = reference(ala2.system, xyz)
+    ref_terms, ref_total, ref_forces = reference(ala2.system, xyz)
     abs_sum = sum(np.abs(v) for v in ref_terms.values())
+    f_scale = np.abs(ref_forces).max(axis=(1, 2), keepdims=True)
     for bonded64 in (False, True):
         energy = TorchEnergy(ala2.system, 600.0, bonded_float64=bonded64)
-        e32 = energy.potential(torch.tensor(xyz, dtype=torch.float32))
-        assert e32.dtype == torch.float32
+        e32, f32 = energy.potential_and_forces(torch.tensor(xyz, dtype=torch.float32))
+        assert e32.dtype == f32.dtype == torch.float32
         rel = np.abs(e32.double().numpy() - ref_total) / abs_sum
         assert rel.max() <= 1e-5, (bonded64, rel.max())
+        f_rel = np.abs(f32.double().numpy() - ref_forces) / f_scale  # relative to the largest |force|
+        assert f_rel.max() <= 1e-5, (bonded64, f_rel.max())
 
 
 def test_shapes_translation_empty_batch_and_nan_rows(ala2, frames):
@@ -150,3 +154,98 @@ def test_obc2_custom_gb_and_gbsaobcforce_systems_match_openmm(frames):
         (grad,) = torch.autograd.grad(e.sum(), x)
         np.testing.assert_allclose(e.detach().numpy(), ref_total, rtol=1e-9, atol=1e-7, err_msg=name)
         np.testing.assert_allclose(-grad.numpy(), ref_forces, rtol=1e-7, atol=1e-6, err_msg=name)
+
+
+def _only(system, *names):
+    """A copy of ``system`` keeping only the forces of the classes ``names``."""
+    copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    for index in reversed(range(copy.getNumForces())):
+        if type(copy.getForce(index)).__name__ not in names:
+            copy.removeForce(index)
+    return copy
+
+
+@pytest.mark.parametrize(
+    "forces",
+    [
+        ("HarmonicBondForce",),
+        ("HarmonicAngleForce",),
+        ("PeriodicTorsionForce",),
+        ("NonbondedForce",),
+        ("NonbondedForce", "CustomGBForce"),
+    ],
+)
+def test_analytic_gradient_is_the_autograd_gradient_of_the_energy_term_by_term(ala2, frames, forces):
+    """Note [analytic gradient]: the hand-derived dE/dx of each force equals autograd's derivative of the same
+    energy expressions, float64, on every frame set (pulled pairs included: forces up to ~1e12)."""
+    energy = TorchEnergy(_only(ala2.system, *forces), 600.0)
+    for kind, xyz in frames.items():
+        x = torch.tensor(xyz, requires_grad=True)
+        (auto,) = torch.autograd.grad(sum(energy.terms_kj(x).values()).sum(), x)
+        e, f = energy.potential_and_forces(torch.tensor(xyz))
+        assert f.shape == x.shape and not f.requires_grad and not e.requires_grad
+        torch.testing.assert_close(e, sum(energy.terms_kj(torch.tensor(xyz)).values()), rtol=0, atol=0)
+        scale = auto.abs().amax(dim=(1, 2), keepdim=True)  # per conformation
+        assert ((f + auto).abs() <= 1e-11 * scale).all(), (forces, kind, ((f + auto).abs() / scale).max())
+
+
+def test_potential_and_forces_layouts_collinear_angles_and_nan_rows(ala2, frames):
+    energy = TorchEnergy(ala2.system, 600.0)
+    x = torch.tensor(frames["md"][:4])
+    e, f = energy.potential_and_forces(x)
+    e_flat, f_flat = energy.potential_and_forces(x.reshape(4, 66))
+    torch.testing.assert_close(e_flat, e)
+    torch.testing.assert_close(f_flat, f.reshape(4, 66))
+    torch.testing.assert_close(f.sum(1), torch.zeros(4, 3, dtype=f.dtype), rtol=0, atol=1e-9)  # no net force
+    # an angle made exactly straight (theta = pi: a cusp, no gradient) contributes no force, not NaN
+    # (the angle force alone: a torsion through three collinear atoms is undefined, NaN)
+    angles = TorchEnergy(_only(ala2.system, "HarmonicAngleForce"), 600.0)
+    i, j, k = angles.angle_idx[0].tolist()
+    straight = x[:1].clone()
+    straight[0, k] = 2 * straight[0, j] - straight[0, i]
+    _, f_straight = angles.potential_and_forces(straight)
+    assert torch.isfinite(f_straight).all()
+    angles.angle_k[0] = 0.0
+    torch.testing.assert_close(f_straight, angles.potential_and_forces(straight)[1], rtol=0, atol=0)
+    bad = x.clone()
+    bad[1, 3, 0] = float("nan")
+    e_bad, f_bad = energy.potential_and_forces(bad)
+    assert torch.isnan(e_bad[1]) and torch.isnan(f_bad[1]).all()
+    torch.testing.assert_close(f_bad[[0, 2, 3]], f[[0, 2, 3]])
+
+
+def test_gradient_through_potential_is_first_order_only(ala2, frames):
+    energy = TorchEnergy(ala2.system, 600.0)
+    x = torch.tensor(frames["md"][:3], requires_grad=True)
+    u = energy(x)
+    (g,) = torch.autograd.grad(u.sum(), x, create_graph=False)
+    _, f = energy.potential_and_forces(x.detach())
+    torch.testing.assert_close(g, -f / energy.kt)
+    with pytest.raises(RuntimeError, match="first order.*terms_kj"):
+        (g2,) = torch.autograd.grad(energy(x).sum(), x, create_graph=True)
+        g2.sum().backward()
+    # terms_kj: autograd to second order (a Hessian-vector product is finite and symmetric in use)
+    (g1,) = torch.autograd.grad(sum(energy.terms_kj(x).values()).sum(), x, create_graph=True)
+    (hv,) = torch.autograd.grad((g1 * torch.ones_like(g1)).sum(), x)
+    assert torch.isfinite(hv).all()
+
+
+def test_compiled_energy_and_forces_match_eager(ala2, frames):
+    """torch.compile (inductor, fullgraph): the forward-only energy + forces, and u with its gradient."""
+    energy = TorchEnergy(ala2.system, 600.0)
+    x = torch.tensor(frames["noise_0.004"][:8])
+    e, f = energy.potential_and_forces(x)
+    e_c, f_c = torch.compile(energy.potential_and_forces, fullgraph=True, dynamic=False)(x)
+    torch.testing.assert_close(e_c, e, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(f_c, f, rtol=1e-10, atol=1e-8)
+
+    def u_and_grad(x):
+        x = x.detach().requires_grad_(True)
+        u = energy(x)
+        (g,) = torch.autograd.grad(u.sum(), x)
+        return u.detach(), g
+
+    u_c, g_c = torch.compile(u_and_grad, dynamic=False)(x.float())
+    u_e, g_e = u_and_grad(x.float())
+    torch.testing.assert_close(u_c, u_e, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g_c, g_e, rtol=1e-4, atol=1e-3)
