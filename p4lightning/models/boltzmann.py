@@ -64,7 +64,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         energy: ``"torch"``: :class:`~p4lightning.systems.torch_energy.TorchEnergy`, batched on the model's
             device, the same numbers as OpenMM (float64 to ~1e-14); ``"openmm"``: OpenMM worker processes
             (the reference, and the fallback for systems TorchEnergy does not support).
-        compile: ``torch.compile`` the density-estimation pass (transform, flow inverse, log-density).
+        compile: ``torch.compile`` the density-estimation pass (transform, flow inverse, log-density) and, with
+            ``energy="torch"``, the training step's energy.
         seed: seed of the generated samples (energy phase and validation). Each draw uses a generator seeded
             by ``(seed, rank, global step, purpose)``, so there is no RNG state to lose: a resumed run draws
             exactly the samples of the uninterrupted one, and every DDP rank draws its own.
@@ -116,6 +117,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         self._p4_modules = [m for _, m in find_p4_modules(self.flow)]  # found once, not on every step
         self.energy: OpenMMEnergy | TorchEnergy | None = None  # built per process in setup()
         self._log_density_fn = self.log_density  # torch.compile-d in setup() when compile=True
+        self._energy_fn: Any = None  # the training step's energy: TorchEnergy compiled in setup() when compile=True
         # max reduced energy of the training data: the paper's low-energy threshold (set in setup)
         self.register_buffer("data_energy_max", torch.tensor(float("nan")))
         # cumulative count of generated training samples whose energy was regularised (above energy_high or
@@ -144,6 +146,9 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             self.energy = self.make_energy()
         if self.hparams.compile and stage == "fit" and self._log_density_fn == self.log_density:
             self._log_density_fn = torch.compile(self.log_density)
+        if self.hparams.compile and stage == "fit" and isinstance(self.energy, TorchEnergy):
+            # its bound forward, not the module: a compiled module assigned here would join state_dict
+            self._energy_fn = torch.compile(self.energy.forward)
         train = getattr(dm, "train", None)
         if self.energy is not None and bool(torch.isnan(self.data_energy_max)) and train is not None:
             u = self.energies(train.reshape(-1, N_ATOMS, 3).double())
@@ -184,6 +189,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         if isinstance(self.energy, OpenMMEnergy):
             self.energy.close()
         self.energy = None
+        self._energy_fn = None
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         # the energy op is a per-process resource, not model state
@@ -236,7 +242,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             if self.energy is None:
                 raise RuntimeError("the energy phase needs the OpenMM energy; it is built in setup()")
             xg, log_q = self.sample(self.hparams.energy_batch_size, self.generator(_TRAIN_SAMPLES))
-            u = self.energy(xg.reshape(-1, N_ATOMS, 3)).to(xg.dtype)
+            u = (self._energy_fn or self.energy)(xg.reshape(-1, N_ATOMS, 3)).to(xg.dtype)
             u_reg, clamped = regularize_energy(u, self.hparams.energy_high, self.hparams.energy_max)
             kl = (u_reg + log_q).mean()  # J_e = E[u - R_zx] = E[u + ln q] up to the prior's constant
             loss = loss + w_e * kl

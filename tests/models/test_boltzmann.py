@@ -325,3 +325,29 @@ def test_figures_callback_leaves_the_global_rng_untouched_and_is_reproducible(md
         summaries.append(cb.write(model, dm))
         assert torch.equal(torch.get_rng_state(), before)
     assert summaries[0]["shift_vs_md_kT"] == summaries[1]["shift_vs_md_kT"]
+
+
+def test_compiled_model_compiles_the_torch_energy_and_trains_like_the_eager_one(md):
+    """compile=True with energy="torch": the energy phase's energy is torch.compile-d (not a submodule, so not
+    in the checkpoint) and three energy-phase steps end where the eager model's do, to float32 round-off."""
+    params = {}
+    for compiled in (False, True):
+        pl.seed_everything(0)
+        model = BoltzmannGenerator(
+            n_blocks=1, hidden=[16], lr=1e-3, energy="torch", energy_phase_start=0, energy_batch_size=32,
+            compile=compiled,
+        )  # fmt: skip
+        class Watch(pl.Callback):
+            def __init__(self):
+                self.energy_fns = []
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self.energy_fns.append(pl_module._energy_fn)
+                assert not any("_energy_fn" in k for k in pl_module.state_dict())
+
+        watch = Watch()
+        _trainer(3, callbacks=[watch]).fit(model, datamodule=_dm(md))
+        assert len(watch.energy_fns) == 3 and all((fn is not None) == compiled for fn in watch.energy_fns)
+        assert model._energy_fn is None  # released at teardown with the energy
+        params[compiled] = torch.cat([p.detach().flatten() for p in model.flow.parameters()])
+    torch.testing.assert_close(params[True], params[False], rtol=1e-4, atol=1e-5)
