@@ -7,11 +7,13 @@ Adam) of every variant, and every ratio is the median over rounds of the ratio o
 (this machine is shared and noisy). P⁴Inv steps include the merge every 100 steps, amortised (a merge each 100th
 step of the block sequence).
 
-With ``--energy``, the energy-phase step (ML on 256 frames + the KL term on 256 generated samples, eager P⁴Inv
-model) with the torch energy (``TorchEnergy``, in-process) against the OpenMM worker pool (2 pinned workers),
-also in interleaved rounds.
+With ``--energy`` (or ``--energy-only``), the energy-phase step (ML on 256 frames + the KL term on 256 generated
+samples, P⁴Inv model, eager and compiled) with the torch energy (``TorchEnergy``, in-process; also differentiated
+by autograd instead of its analytic gradient) against the OpenMM worker pool (2 pinned workers), also in
+interleaved rounds (:func:`energy_phase`).
 
-Run: ``python benchmarks/bg_step.py --rounds 12 --block 5 --energy --out docs/benchmarks/bg_step``
+Run: ``python benchmarks/bg_step.py --rounds 12 --block 5 --energy --out docs/benchmarks/bg_step`` and
+``python benchmarks/bg_step.py --energy-only --rounds 8 --block 3 --out docs/benchmarks/bg_energy_step``
 """
 
 from __future__ import annotations
@@ -136,6 +138,13 @@ def _label(key: tuple[str, bool | str]) -> str:
 
 
 def energy_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
+    """The energy-phase step of the paper-size P⁴Inv BG with each energy, in interleaved rounds.
+
+    Variants: the 2-worker OpenMM pool (before TorchEnergy); TorchEnergy differentiated by autograd through its
+    energy expressions (``terms_kj``: TorchEnergy before its analytic gradient); TorchEnergy as trained (its
+    analytic gradient); each with the eager model, and the pool and TorchEnergy with the model as
+    ``compile=True`` trains it (density pass compiled; TorchEnergy's forward compiled too).
+    """
     from p4lightning.systems.alanine import alanine_dipeptide
     from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
     from p4lightning.systems.torch_energy import TorchEnergy
@@ -143,11 +152,24 @@ def energy_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
     ala2 = alanine_dipeptide(600.0)
     model, _ = make_model("p4inv", False, data)
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
-    ops = {"torch": TorchEnergy(ala2.system, 600.0), "openmm": OpenMMEnergy(ala2.system, 600.0, n_workers=2)}
+    torch_energy = TorchEnergy(ala2.system, 600.0)
+    pool = OpenMMEnergy(ala2.system, 600.0, n_workers=2)
+
+    def by_autograd(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(list(torch_energy.terms_kj(x).values())).sum(0) / torch_energy.kt
+
+    compiled_density = torch.compile(model.log_density)
+    variants: dict[str, tuple[Callable, Callable]] = {
+        "openmm pool, eager model": (model.log_density, pool),
+        "torch, autograd gradient, eager model": (model.log_density, by_autograd),
+        "torch, eager model": (model.log_density, torch_energy),
+        "openmm pool, compiled model": (compiled_density, pool),
+        "torch, compiled model": (compiled_density, torch.compile(torch_energy.forward)),
+    }
     g = torch.Generator().manual_seed(2)
 
-    def step(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
-        loss = -model.log_density(x).mean()
+    def step(density: Callable, energy: Callable, x: torch.Tensor) -> None:
+        loss = -density(x).mean()
         xg, log_q = model.sample(256, g)
         u = energy(xg.reshape(-1, 22, 3)).to(xg.dtype)
         loss = loss + 0.05 * (regularize_energy(u)[0] + log_q).mean()
@@ -155,20 +177,42 @@ def energy_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
         loss.backward()
         opt.step()
 
-    times: dict[str, list[float]] = {k: [] for k in ops}
+    times: dict[str, list[float]] = {k: [] for k in variants}
     try:
-        for op in ops.values():
-            step(op, data[:256])
+        for density, energy in variants.values():
+            step(density, energy, data[:256])  # compiles; warm-up
+            step(density, energy, data[256:512])
         for _ in range(rounds):
-            for name, op in ops.items():
-                times[name].append(timed_block(lambda x, op=op: step(op, x), data, block, g))
+            for name, (density, energy) in variants.items():
+                times[name].append(timed_block(lambda x, d=density, e=energy: step(d, e, x), data, block, g))
     finally:
-        ops["openmm"].close()
-    r = sorted(a / b for a, b in zip(times["torch"], times["openmm"], strict=True))
+        pool.close()
+    pairs = {
+        "torch / openmm pool, eager model": ("torch, eager model", "openmm pool, eager model"),
+        "torch / openmm pool, compiled model": ("torch, compiled model", "openmm pool, compiled model"),
+        "torch analytic / torch autograd gradient, eager model": (
+            "torch, eager model", "torch, autograd gradient, eager model"
+        ),
+        "torch, compiled model / openmm pool, eager model": ("torch, compiled model", "openmm pool, eager model"),
+    }  # fmt: skip
     return {
         "ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
-        "torch / openmm": statistics.median(r),
+        "ratios": {k: ratio_summary(times[a], times[b]) for k, (a, b) in pairs.items()},
     }
+
+
+def energy_lines(e: dict) -> list[str]:
+    return [
+        "Energy-phase step (paper-size P⁴Inv BG; ML on 256 frames + KL on 256 generated samples, float32):",
+        "",
+        "| variant | step (ms) |",
+        "|---|---|",
+        *[f"| {k} | {v:.1f} |" for k, v in e["ms"].items()],
+        "",
+        "| ratio | median | quartiles |",
+        "|---|---|---|",
+        *[f"| {k} | {r['median']:.3f} | {r['q1']:.3f}–{r['q3']:.3f} |" for k, r in e["ratios"].items()],
+    ]
 
 
 def main() -> None:
@@ -176,6 +220,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--block", type=int, default=5, help="consecutive steps per variant and round")
     parser.add_argument("--energy", action="store_true", help="also time the energy-phase step")
+    parser.add_argument("--energy-only", action="store_true", help="time only the energy-phase step")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/bg_step"))
     args = parser.parse_args()
     import warnings
@@ -184,6 +229,20 @@ def main() -> None:
     torch.set_num_threads(1)
     data = md_positions()
     t0 = time.perf_counter()
+    if args.energy_only:
+        result = {"energy": energy_phase(data, args.rounds, args.block), "wall_s": time.perf_counter() - t0}
+        result["machine"] = machine()
+        lines = [
+            "# Boltzmann-generator energy-phase step: OpenMM pool against TorchEnergy",
+            "",
+            f"Command: `python benchmarks/bg_step.py --energy-only --rounds {args.rounds} --block {args.block} "
+            f"--out {args.out}` ({result['wall_s'] / 60:.1f} min). One torch thread; medians of per-round "
+            "ratios (quartiles); ms are medians of per-step block means.",
+            "",
+            *energy_lines(result["energy"]),
+        ]
+        write_report(args.out, lines, result)
+        return
     result = {"ml": ml_phase(data, args.rounds, args.block)}
     if args.energy:
         result["energy"] = energy_phase(data, max(4, args.rounds // 2), args.block)
@@ -207,17 +266,7 @@ def main() -> None:
     for name, r in ml["ratios"].items():
         lines.append(f"| {name} | {r['median']:.3f} | {r['q1']:.3f}–{r['q3']:.3f} |")
     if args.energy:
-        e = result["energy"]
-        lines += [
-            "",
-            "Energy-phase step (P⁴Inv, eager; ML on 256 frames + KL on 256 samples):",
-            "",
-            "| energy | step (ms) |",
-            "|---|---|",
-            *[f"| {k} | {v:.1f} |" for k, v in e["ms"].items()],
-            "",
-            f"torch / OpenMM pool: **{e['torch / openmm']:.3f}** (median of per-round ratios)",
-        ]
+        lines += ["", *energy_lines(result["energy"])]
     write_report(args.out, lines, result)
 
 

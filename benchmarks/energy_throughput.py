@@ -21,9 +21,11 @@ threads there slowed the pool's next batch by 25-60 %, which is a property of th
 of training, whose process runs torch on one thread and holds no OpenMM context. The parent runs torch on
 one thread except in the last row.
 
-With ``--torch-energy``: :class:`~p4lightning.systems.torch_energy.TorchEnergy` (energy + forces by autograd, in
-the parent, one torch thread, and compiled also with two threads — both cores, as the pool uses) for batches of 256, 1,024 and 4,096, float32 and float64, eager and compiled, against
-the 2-worker pool and a one-context loop (``Threads=1``, timed in the parent, OpenMM's compiled entry points) on
+With ``--torch-energy``: :class:`~p4lightning.systems.torch_energy.TorchEnergy` energy + forces in the parent,
+one torch thread (compiled also with two threads — both cores, as the pool uses) for batches of 256, 1,024 and
+4,096, float32 and float64, eager and compiled: ``potential_and_forces`` (the analytic gradient, Note [analytic
+gradient]) and, compiled, the same energy expressions differentiated by autograd (``terms_kj`` +
+``torch.autograd.grad``: the method before the analytic gradient), against the 2-worker pool and a one-context loop (``Threads=1``, timed in the parent, OpenMM's compiled entry points) on
 the same batches, rounds interleaved, each method timed over ``--block`` consecutive calls per round (steady
 state, as a training loop calls it; ``--block 1`` times single calls right after the other methods ran);
 every ratio is the median of per-round ratios to the pool.
@@ -127,16 +129,19 @@ def torch_energy(args: argparse.Namespace) -> None:
         ala2.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"}
     )
 
-    def energy_and_forces(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    energy_and_forces = energy.potential_and_forces
+
+    def by_autograd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach().requires_grad_(True)
-        u = energy.potential(x)
-        (g,) = torch.autograd.grad(u.sum(), x)
-        return u.detach(), -g
+        e = torch.stack(list(energy.terms_kj(x).values())).sum(0)
+        (g,) = torch.autograd.grad(e.sum(), x)
+        return e.detach(), -g
 
     # one compiled graph per batch size, dtype and thread count (the thread count is a guard): 12 entries, more
     # than Dynamo's default limit of 8, past which it silently runs the function eagerly
     torch._dynamo.config.recompile_limit = 32
     compiled = torch.compile(energy_and_forces, dynamic=False)
+    compiled_autograd = torch.compile(by_autograd, dynamic=False)
 
     def two_threads(fn: object, x: torch.Tensor) -> object:
         """Run ``fn(x)`` with two intra-op threads (both cores, as the 2-worker pool uses)."""
@@ -149,7 +154,7 @@ def torch_energy(args: argparse.Namespace) -> None:
     compile_s: dict[str, float] = {}
     for batch in (256, 1024, 4096):
         xyz = ala2.positions[None] + 0.01 * rng.standard_normal((batch, 22, 3))
-        e_ref = pool.evaluate(xyz)[0]
+        e_ref, f_ref = pool.evaluate(xyz)[:2]
         methods = {
             "pool, 2 workers": lambda xyz=xyz: pool.evaluate(xyz),
             "one context, Threads=1": lambda xyz=xyz: evaluate_serially(context, xyz),
@@ -159,13 +164,17 @@ def torch_energy(args: argparse.Namespace) -> None:
             tag = "float32" if dtype == torch.float32 else "float64"
             methods[f"torch {tag}, eager"] = lambda x=x: energy_and_forces(x)
             t = time.perf_counter()
-            u, _ = compiled(x)
+            u, f = compiled(x)
             compile_s[f"{batch} {tag}"] = time.perf_counter() - t
-            err = np.abs(u.double().numpy() - e_ref).max() / np.abs(e_ref).max()
+            u_auto, f_auto = compiled_autograd(x)
             # the pool runs OpenMM's CPU platform (mixed precision, ~1e-7); float64 vs Reference: 1e-14 (tests)
-            assert err < 1e-4, f"torch {tag} disagrees with OpenMM: {err}"
+            for name, (e, force) in {"analytic": (u, f), "autograd": (u_auto, f_auto)}.items():
+                err = np.abs(e.double().numpy() - e_ref).max() / np.abs(e_ref).max()
+                f_err = np.abs(force.double().numpy() - f_ref).max() / np.abs(f_ref).max()
+                assert err < 1e-4 and f_err < 1e-4, f"torch {tag} {name} disagrees with OpenMM: {err}, {f_err}"
             methods[f"torch {tag}, compiled"] = lambda x=x: compiled(x)
             methods[f"torch {tag}, compiled, 2 threads"] = lambda x=x: two_threads(compiled, x)
+            methods[f"torch {tag}, compiled, autograd"] = lambda x=x: compiled_autograd(x)
         times: dict[str, list[float]] = {k: [] for k in methods}
         for fn in methods.values():
             fn()
