@@ -43,8 +43,7 @@ expression, force class, cutoff or periodic box raises :class:`ValueError` namin
 Reduced energies :math:`u = E / k_B T` (dimensionless) come from :meth:`TorchEnergy.forward`, energies and forces
 :math:`-\partial E/\partial x` together from :meth:`TorchEnergy.potential_and_forces`. The gradient is analytic,
 computed in the same pass as the energy (Note [analytic gradient]); autograd through ``forward`` / ``potential``
-uses it in eager mode (first derivatives; under ``torch.compile`` autograd differentiates the expressions), and
-:meth:`TorchEnergy.terms_kj` stays differentiable by autograd to any order.
+uses it (first derivatives), and :meth:`TorchEnergy.terms_kj` stays differentiable by autograd to any order.
 Precision: the computation runs in the positions' dtype; with
 ``bonded_float64=True`` and float32 positions the stiff bonded terms run in float64 (as OpenMM's mixed
 precision does). Positions are centred on their mean per conformation first (energies are translation
@@ -420,16 +419,16 @@ class TorchEnergy(nn.Module):
     #
     # Note [analytic gradient]: dE/dx is written out next to each energy (chain rule through r, theta, phi and
     # the Born radii; formulas in the docstrings) and computed in the same pass, so energy + forces is one
-    # forward graph with no autograd tape (potential_and_forces; potential/forward in eager mode through
-    # _AnalyticGradient). Sums over atoms are matrix products with constant incidence matrices (bonded vectors
-    # -> atoms, pairs -> atoms, ordered pairs -> their owner atom for the Born integrals and dE/dB): Inductor
-    # writes each index_add as a scalar loop, and with them the compiled analytic path lost to autograd by more.
-    # benchmarks/energy_throughput.py --torch-energy times it against autograd through the same expressions
-    # ("compiled" vs "compiled, autograd"): the analytic gradient wins compiled in float64 and in eager mode
-    # (also benchmarks/bg_step.py --energy-only), but compiled in float32 autograd's backward, which Inductor
-    # fuses with the forward's saved values, is faster (0.75x the time at batch 256, 0.58x at 4,096). So
-    # potential()/forward() let autograd differentiate the expressions when they are being compiled, and use
-    # the analytic gradient otherwise; the tests hold the two to round-off.
+    # forward graph with no autograd tape (potential_and_forces; potential/forward through _AnalyticGradient).
+    # Sums over atoms are matrix products with constant incidence matrices (bonded vectors -> atoms, pairs ->
+    # atoms, ordered pairs -> their owner atom for the Born integrals and dE/dB): Inductor writes each
+    # index_add as a scalar loop on the CPU, and with them the compiled analytic path lost to autograd by more.
+    # Against autograd through the same expressions (benchmarks/energy_throughput.py --torch-energy and
+    # benchmarks/torch_energy_gpu.py, "compiled" vs "compiled, autograd"): on an H200 the compiled analytic
+    # path takes 0.28x autograd's time at batch 4,096 and the same at 65,536; on this project's 2-core CPU it
+    # is faster eager and in float64, and slower compiled in float32 (1.3x at batch 256, 1.7x at 4,096), where
+    # the energy is ~2 % of a Boltzmann generator's energy-phase step (bg_energy_step.md). One path, the
+    # analytic one; terms_kj stays differentiable by autograd, the tests' reference for the analytic gradient.
     def _column(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """Parameter buffer ``name`` with a trailing batch axis, in ``like``'s dtype (broadcasts over the batch)."""
         return getattr(self, name).to(dtype=like.dtype)[..., None]
@@ -619,12 +618,9 @@ class TorchEnergy(nn.Module):
             return self._total(terms, x), -g
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
-        """Potential energy :math:`E` in kJ/mol, shape ``(B,)``; differentiable in ``x``.
-
-        Eager, its gradient is the analytic one (first order); under ``torch.compile`` autograd differentiates
-        the energy expressions and Inductor compiles that backward (Note [analytic gradient]).
-        """
-        if not (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
+        """Potential energy :math:`E` in kJ/mol, shape ``(B,)``; differentiable in ``x`` through the analytic
+        gradient (first order; Note [analytic gradient])."""
+        if not (torch.is_grad_enabled() and x.requires_grad):
             return self._total(self._evaluate(x, grad=False)[0], x)
         with torch.no_grad():
             terms, g = self._evaluate(x.detach(), grad=True)

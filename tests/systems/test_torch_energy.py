@@ -249,3 +249,30 @@ def test_compiled_energy_and_forces_match_eager(ala2, frames):
     u_e, g_e = u_and_grad(x.float())
     torch.testing.assert_close(u_c, u_e, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(g_c, g_e, rtol=1e-4, atol=1e-3)
+
+
+def test_samples_of_a_trained_bg_and_their_high_energy_tail_match_openmm_reference(ala2):
+    """Samples of the shipped paper P4Inv model: 100 drawn at random and the 100 highest-energy of 1,000 (its
+    tail, up to ~1e2-1e3 k_BT), float64, terms, total and forces against OpenMM's Reference platform."""
+    from p4lightning.models.boltzmann import BoltzmannGenerator
+
+    torch.set_default_dtype(torch.float32)  # the model's (restored by the package conftest)
+    model = BoltzmannGenerator.load_from_checkpoint(
+        ROOT / "checkpoints/paper_p4inv.ckpt", map_location="cpu", weights_only=False
+    )
+    with torch.no_grad():
+        x, _ = model.sample(1000, torch.Generator().manual_seed(0))
+    x = x.double().reshape(-1, 22, 3)
+    energy = TorchEnergy(ala2.system, 600.0)
+    u = energy(x)
+    tail = torch.argsort(torch.nan_to_num(u, nan=-1.0), descending=True)[:100]
+    xyz = torch.cat([x[:100], x[tail]]).numpy()
+    assert float(u[tail].min()) > float(u[:100].median()) + 10  # the tail is well above the bulk
+    ref_terms, ref_total, ref_forces = reference(ala2.system, xyz)
+    abs_sum = sum(np.abs(v) for v in ref_terms.values())
+    for name, value in energy.terms_kj(torch.tensor(xyz)).items():
+        assert (np.abs(value.numpy() - ref_terms[name]) <= 1e-9 * abs_sum).all(), name
+    e, f = energy.potential_and_forces(torch.tensor(xyz))
+    assert (np.abs(e.numpy() - ref_total) <= 1e-9 * abs_sum).all()
+    f_scale = np.maximum(1.0, np.abs(ref_forces).max(axis=(1, 2), keepdims=True) / 1e4)
+    assert (np.abs(f.numpy() - ref_forces) <= 1e-8 * f_scale).all()
