@@ -176,6 +176,71 @@ def bg_on_device(args: argparse.Namespace, system: object) -> dict:
     return out
 
 
+def fit_on_device(args: argparse.Namespace, system: object) -> dict:
+    """``Trainer.fit`` on one accelerator: the demo's P⁴Inv BG (8 blocks) on the shipped replicas with the
+    merge callback, ``energy="torch"``, the energy phase from step ``--fit-steps // 2``, eager and
+    ``compile=True``; returns the steps' wall time and whether every parameter and the P⁴ state stayed finite."""
+    import pytorch_lightning as pl
+
+    import p4lightning.models.boltzmann as boltzmann
+    from p4lightning import P4MergeCallback
+    from p4lightning.data.md_datamodule import MDTrajectoryDataModule
+
+    if args.system_xml is not None:  # no openmmtools here: the model's energy is built from the carried System
+        from types import SimpleNamespace
+
+        boltzmann.alanine_dipeptide = lambda temperature=600.0: SimpleNamespace(system=system)  # type: ignore
+    torch.set_default_dtype(torch.float32)
+    out = {}
+    for compile_ in (False, True):
+        pl.seed_everything(0)
+        model = boltzmann.BoltzmannGenerator(
+            mixing="p4inv", n_blocks=8, hidden=[60, 60], lr=1e-3, energy_phase_start=args.fit_steps // 2,
+            energy_lr=1e-4, energy_weight_ratio=0.2, energy_batch_size=256, energy="torch", compile=compile_,
+        )  # fmt: skip
+        dm = MDTrajectoryDataModule(
+            ["data/ala2_600K_replicas/replica_*.dcd"], "data/ala2_600K_replicas/topology.pdb",
+            split="trajectories", batch_size=256, val_fraction=0.1, test_fraction=0.1,
+        )  # fmt: skip
+        trainer = pl.Trainer(
+            accelerator="gpu" if torch.cuda.is_available() else "cpu", devices=1, max_steps=args.fit_steps,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            num_sanity_val_steps=0, limit_val_batches=0,
+            callbacks=[P4MergeCallback(every_n_steps=10)],
+        )  # fmt: skip
+        class Watch(pl.Callback):
+            """Where each step ran, and the wall time of the last ten ML and ten energy-phase steps."""
+
+            def __init__(self) -> None:
+                self.devices: set[str] = set()
+                self.stamps: list[float] = []
+
+            def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: object) -> None:
+                synchronize()
+                self.devices.add(str(pl_module.device))
+                self.devices.add(str(pl_module.energy.device))
+                self.stamps.append(time.perf_counter())
+
+        watch = Watch()
+        trainer.callbacks.append(watch)
+        t = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        synchronize()
+        tag = "compiled" if compile_ else "eager"
+        half, st = args.fit_steps // 2, watch.stamps
+        out[tag] = {
+            "steps": int(trainer.global_step),
+            "wall_s": time.perf_counter() - t,
+            "devices (model, energy)": sorted(watch.devices),
+            "ML step ms (steps half-10..half)": 1e3 * (st[half - 1] - st[half - 11]) / 10,
+            "energy-phase step ms (last 10)": 1e3 * (st[-1] - st[-11]) / 10,
+            "finite": all(bool(torch.isfinite(p).all()) for p in model.parameters()),
+            "p4_merges": int(sum(int(m.merges_accepted) for m in model._p4_modules)),
+        }
+        print(json.dumps({tag: out[tag]}), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -187,6 +252,8 @@ def main() -> None:
     parser.add_argument("--bg-batch", type=int, default=4096)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/torch_energy_gpu"))
     parser.add_argument("--write-system", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--fit-steps", type=int, default=0, help="also Trainer.fit this many steps on the device")
+    parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     if args.write_system is not None:
         import openmm
@@ -206,9 +273,11 @@ def main() -> None:
     if positions is None:
         raise SystemExit("--system-xml needs --positions-npy (the reference conformation to perturb)")
     t0 = time.perf_counter()
-    result: dict = {"rows": throughput(args, system, positions)}
+    result: dict = {"rows": [] if args.skip_throughput else throughput(args, system, positions)}
     if args.bg_ckpt is not None:
         result["bg"] = bg_on_device(args, system)
+    if args.fit_steps:
+        result["fit"] = fit_on_device(args, system)
     result["wall_s"] = time.perf_counter() - t0
     result["machine"] = {
         "device": torch.cuda.get_device_name(args.device) if torch.cuda.is_available() else platform.processor(),
@@ -220,14 +289,18 @@ def main() -> None:
         f"# TorchEnergy on {name}: energy + forces of alanine dipeptide (OBC1, no constraints)",
         "",
         f"Command: `python benchmarks/torch_energy_gpu.py {' '.join(sys.argv[1:])}` ({result['wall_s'] / 60:.1f} "
-        f"min); torch {torch.__version__}, Python {platform.python_version()}. Time per call = median "
-        f"of 5 runs of {args.repeats} consecutive calls between CUDA events. `energy_rel` / `force_rel`: largest "
-        "difference from float64 on the CPU at the first batch size (energies relative to max(1, |E|) kJ/mol, "
-        "forces relative to the conformation's largest |force|).",
-        "",
-        "| dtype | batch | method | ms per call | conformations/s | first call (s) | energy_rel | force_rel |",
-        "|---|---|---|---|---|---|---|---|",
+        f"min); torch {torch.__version__}, Python {platform.python_version()}.",
     ]
+    if result["rows"]:
+        lines += [
+            "",
+            f"Time per call = median of 5 runs of {args.repeats} consecutive calls between CUDA events. `energy_rel` / "
+            "`force_rel`: largest difference from float64 on the CPU at the first batch size (energies relative to "
+            "max(1, |E|) kJ/mol, forces relative to the conformation's largest |force|).",
+            "",
+            "| dtype | batch | method | ms per call | conformations/s | first call (s) | energy_rel | force_rel |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
     for r in result["rows"]:
         lines.append(
             f"| {r['dtype']} | {r['batch']} | {r['method']} | {r['ms']:.3f} | {r['conformations_per_s']:.3g} | "
@@ -243,6 +316,10 @@ def main() -> None:
             f"sampled energies on the device against the CPU's, float64: max |Δu| {b['sample_energy_max_abs_diff_kT']:.1e}"
             f" k_BT (median u {b['sample_energy_median_kT']:.1f}, non-finite {b['sample_nonfinite']}).",
         ]
+    if "fit" in result:
+        lines += ["", f"`Trainer.fit` on the device ({args.fit_steps} steps, demo-size P⁴Inv BG, energy phase from step "
+                  f"{args.fit_steps // 2}, merges every 10 steps):", ""]
+        lines += [f"- {k}: {v}" for k, v in result["fit"].items()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))

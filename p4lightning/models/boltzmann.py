@@ -175,7 +175,10 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             raise RuntimeError("the energy op is built in setup(); call setup() or attach a trainer first")
         if len(x) == 0:
             return x.new_zeros(0)
-        return torch.cat([self.energy(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+        # TorchEnergy evaluates on its own device (the model's, once Lightning has moved it); positions may come
+        # from the CPU (the datamodule's frames in setup(), evaluation sets): moved there and back
+        device = self.energy.device if isinstance(self.energy, TorchEnergy) else x.device
+        return torch.cat([self.energy(x[i : i + chunk].to(device)).to(x.device) for i in range(0, len(x), chunk)])
 
     def generator(self, purpose: int) -> torch.Generator:
         """A CPU generator seeded by ``(seed, rank, global step, purpose)``: reproducible and resumable draws."""

@@ -633,6 +633,11 @@ class TorchEnergy(nn.Module):
             self.num_evaluated += u.shape[0]
         return u
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the parameter buffers, where positions are evaluated."""
+        return self.num_evaluated.device
+
     @staticmethod
     def _total(terms: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         if not terms:

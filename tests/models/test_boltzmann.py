@@ -351,3 +351,26 @@ def test_compiled_model_compiles_the_torch_energy_and_trains_like_the_eager_one(
         assert model._energy_fn is None  # released at teardown with the energy
         params[compiled] = torch.cat([p.detach().flatten() for p in model.flow.parameters()])
     torch.testing.assert_close(params[True], params[False], rtol=1e-4, atol=1e-5)
+
+
+def test_energies_evaluate_on_the_torch_energys_device_and_return_on_the_inputs():
+    """In setup() the datamodule's frames (CPU) meet a TorchEnergy that Lightning has moved to the accelerator
+    (found on an H200: an index error). energies() moves each chunk to the energy's device and back."""
+    from p4lightning.systems.alanine import alanine_dipeptide
+    from p4lightning.systems.torch_energy import TorchEnergy
+
+    seen = []
+
+    class Elsewhere(TorchEnergy):
+        @property
+        def device(self):
+            return torch.device("meta")
+
+        def forward(self, x):
+            seen.append(x.device)
+            return torch.zeros(len(x), dtype=x.dtype)  # (a meta tensor has no values to copy back)
+
+    model = BoltzmannGenerator(n_blocks=1, hidden=[16])
+    model.energy = Elsewhere(alanine_dipeptide().system, 600.0)
+    u = model.energies(torch.zeros(5, 22, 3, dtype=torch.float64), chunk=2)
+    assert seen == [torch.device("meta")] * 3 and u.device == torch.device("cpu") and u.shape == (5,)
