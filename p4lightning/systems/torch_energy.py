@@ -70,7 +70,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -440,8 +440,8 @@ class TorchEnergy(nn.Module):
         each difference vector (:meth:`_difference_vectors`): bonds :math:`k (r - r_0)\, d / r`; angles
         :math:`\partial\theta/\partial a = a \times p / (|a|^2 |p|)`,
         :math:`\partial\theta/\partial b = p \times b / (|b|^2 |p|)`, :math:`p = a \times b` (zero for
-        exactly collinear atoms, where :math:`\theta = \pi` is a cusp); torsions (Blondel & Karplus, J. Comput. Chem. 17, 1132, 1996) with
-        :math:`n_1 = b_1 \times b_2`, :math:`n_2 = b_2 \times b_3`:
+        exactly collinear atoms, where :math:`\theta = \pi` is a cusp); torsions (Blondel & Karplus,
+        J. Comput. Chem. 17, 1132, 1996) with :math:`n_1 = b_1 \times b_2`, :math:`n_2 = b_2 \times b_3`:
         :math:`\partial\varphi/\partial b_1 = |b_2| n_1 / n_1^2`, :math:`\partial\varphi/\partial b_3 =
         |b_2| n_2 / n_2^2`, :math:`\partial\varphi/\partial b_2 = -\frac{b_1 \cdot b_2}{|b_2|^2}
         \partial\varphi/\partial b_1 - \frac{b_3 \cdot b_2}{|b_2|^2} \partial\varphi/\partial b_3`.
@@ -614,8 +614,7 @@ class TorchEnergy(nn.Module):
         shaped like ``x``, as OpenMM's ``getState(getEnergy=True, getForces=True)``; no autograd graph."""
         with torch.no_grad():
             terms, g = self._evaluate(x, grad=True)
-            assert g is not None
-            return self._total(terms, x), -g
+            return self._total(terms, x), -cast(torch.Tensor, g)  # with grad=True, g is a tensor
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         """Potential energy :math:`E` in kJ/mol, shape ``(B,)``; differentiable in ``x`` through the analytic
