@@ -46,3 +46,17 @@ def write_report(out: Path, lines: list[str], result: Any) -> str:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     print(text)
     return text
+
+
+def expression_energy(energy: Any, x: torch.Tensor) -> torch.Tensor:
+    """A ``TorchEnergy``'s potential (kJ/mol) ``(B,)`` as the sum of its energy expressions (``terms_kj``), which
+    autograd differentiates: the alternative its analytic gradient is benchmarked against."""
+    return torch.stack(list(energy.terms_kj(x).values())).sum(0)
+
+
+def autograd_energy_and_forces(energy: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E, F)`` like ``energy.potential_and_forces(x)``, the forces by autograd through :func:`expression_energy`."""
+    x = x.detach().requires_grad_(True)
+    e = expression_energy(energy, x)
+    (g,) = torch.autograd.grad(e.sum(), x)
+    return e.detach(), -g

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _report import machine, md_positions, ratio_summary, write_report
+from _report import expression_energy, machine, md_positions, ratio_summary, write_report
 
 
 def make_model(
@@ -156,7 +156,7 @@ def energy_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
     pool = OpenMMEnergy(ala2.system, 600.0, n_workers=2)
 
     def by_autograd(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack(list(torch_energy.terms_kj(x).values())).sum(0) / torch_energy.kt
+        return expression_energy(torch_energy, x) / torch_energy.kt
 
     compiled_density = torch.compile(model.log_density)
     variants: dict[str, tuple[Callable, Callable]] = {

@@ -37,7 +37,6 @@ and ``python benchmarks/energy_throughput.py --torch-energy --rounds 7 --block 5
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import statistics
 import threading
@@ -48,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import openmm
 import torch
+from _report import autograd_energy_and_forces, write_report
 
 from p4lightning.systems.alanine import alanine_dipeptide
 from p4lightning.systems.workers import EnergyWorkerPool, evaluate_serially
@@ -132,10 +132,7 @@ def torch_energy(args: argparse.Namespace) -> None:
     energy_and_forces = energy.potential_and_forces
 
     def by_autograd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.detach().requires_grad_(True)
-        e = torch.stack(list(energy.terms_kj(x).values())).sum(0)
-        (g,) = torch.autograd.grad(e.sum(), x)
-        return e.detach(), -g
+        return autograd_energy_and_forces(energy, x)
 
     # one compiled graph per batch size, dtype and thread count (the thread count is a guard): 12 entries, more
     # than Dynamo's default limit of 8, past which it silently runs the function eagerly
@@ -207,11 +204,7 @@ def torch_energy(args: argparse.Namespace) -> None:
             for r in rows
         ],
     ]
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "compile_s": compile_s}, indent=1))
-    print(text)
+    write_report(args.out, lines, {"rows": rows, "compile_s": compile_s})
 
 
 def main() -> None:
@@ -320,13 +313,7 @@ def main() -> None:
         lines.append(
             f"| {name} | {t * 1e3:.1f} | {args.batch / t:.0f} | {base / t:.2f} | {lo:.1f}–{hi:.1f} |"
         )
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(
-        json.dumps({"median_s": med, "all_s": times, "batch": args.batch}, indent=1)
-    )
-    print(text)
+    write_report(args.out, lines, {"median_s": med, "all_s": times, "batch": args.batch})
 
 
 if __name__ == "__main__":

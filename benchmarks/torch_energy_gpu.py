@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import autograd_energy_and_forces, write_report
 
 from p4lightning.systems.torch_energy import TorchEnergy
 
@@ -85,10 +86,7 @@ def throughput(args: argparse.Namespace, system: object, ref_positions: np.ndarr
     energy = TorchEnergy(system, 600.0).to(device)
 
     def by_autograd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.detach().requires_grad_(True)
-        e = torch.stack(list(energy.terms_kj(x).values())).sum(0)
-        (g,) = torch.autograd.grad(e.sum(), x)
-        return e.detach(), -g
+        return autograd_energy_and_forces(energy, x)
 
     rows = []
     rng = np.random.default_rng(0)
@@ -320,10 +318,7 @@ def main() -> None:
         lines += ["", f"`Trainer.fit` on the device ({args.fit_steps} steps, demo-size P⁴Inv BG, energy phase from step "
                   f"{args.fit_steps // 2}, merges every 10 steps):", ""]
         lines += [f"- {k}: {v}" for k, v in result["fit"].items()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, lines, result)
 
 
 if __name__ == "__main__":
