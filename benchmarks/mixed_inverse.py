@@ -61,11 +61,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/mixed_inverse"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from p4lightning.systems.alanine import CARTESIAN_ATOMS, Z_MATRIX
+    from p4lightning.systems.alanine import CARTESIAN_ATOMS, Z_MATRIX_BACKBONE
     from p4lightning.systems.mixed import MixedCoordinateTransform
 
     xyz = md_positions().reshape(-1, 22, 3)
-    t = MixedCoordinateTransform.fit(xyz.double(), CARTESIAN_ATOMS, Z_MATRIX).float()
+    t = MixedCoordinateTransform.fit(xyz.double(), CARTESIAN_ATOMS, Z_MATRIX_BACKBONE).float()
     g = torch.Generator().manual_seed(0)
     zs = [torch.randn(args.batch, t.dim, generator=g) for _ in range(args.block)]
     torch.testing.assert_close(t.inverse(zs[0])[0], atom_by_atom(t, zs[0])[0], atol=1e-5, rtol=0)

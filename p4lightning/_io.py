@@ -1,4 +1,4 @@
-"""File-writing helpers: atomic writes (temporary file in the same folder, then rename)."""
+"""File helpers: atomic writes (temporary file in the same folder, then rename) and checkpoint reading."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "load_checkpoint"]
 
 
 @contextlib.contextmanager
@@ -29,3 +29,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The dict of a Lightning checkpoint file on the CPU; :class:`InputFileError` naming the file if it is missing,
+    empty, truncated or not a checkpoint."""
+    import torch
+
+    from p4lightning._validation import InputFileError
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputFileError(f"checkpoint {path} does not exist or is empty")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch/pickle/zip errors of truncated or garbage files
+        raise InputFileError(f"checkpoint {path} is not a readable torch checkpoint (truncated or corrupt?)") from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise InputFileError(f"checkpoint {path} holds no state_dict: not a Lightning checkpoint")
+    return ckpt

@@ -164,6 +164,15 @@ def _refuse_overwrite(out: Path, names: list[str], force: bool) -> None:
 
 
 def _reference(trajectories: list[str] | None, topology: str | None, what: str) -> torch.Tensor | None:
+    """Frames ``(F, 66)`` nm of the trajectories (files or globs), checked against the topology; None without any."""
+    loaded = _reference_replicas(trajectories, topology, what)
+    return None if loaded is None else loaded[0]
+
+
+def _reference_replicas(
+    trajectories: list[str] | None, topology: str | None, what: str
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(frames (F, 66) nm, replica id (F,))``: each trajectory file is one replica."""
     from p4lightning.data.md_datamodule import expand_trajectories, load_positions
     from p4lightning.systems.alanine import N_ATOMS
 
@@ -176,7 +185,9 @@ def _reference(trajectories: list[str] | None, topology: str | None, what: str) 
     try:
         files = expand_trajectories(trajectories)
         check_topology(topology, f"topology {topology}")
-        return torch.from_numpy(load_positions(files, topology, N_ATOMS)).reshape(-1, 3 * N_ATOMS)
+        parts = [torch.from_numpy(load_positions([f], topology, N_ATOMS)).reshape(-1, 3 * N_ATOMS) for f in files]
+        ids = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(parts)])
+        return torch.cat(parts), ids
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
 
@@ -281,7 +292,7 @@ def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
         if not p.is_file():
             raise UsageError(f"checkpoint not found: {p}")
     _refuse_overwrite(args.out, ["metrics.json", "table.md", "energy_violins.png", "ramachandran.png"], args.force)
-    reference = _reference(args.trajectory, args.topology, "--trajectory")
+    reference, replica = _reference_replicas(args.trajectory, args.topology, "--trajectory")  # type: ignore[misc]
     floor = _reference(args.floor_trajectory, args.topology, "--floor-trajectory")
     from p4lightning.metrics.evaluation import evaluate_model, write_json
     from p4lightning.plots.molecules import plot_evaluations
@@ -289,9 +300,11 @@ def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
     evaluations = {}
     for name, path in zip(names, args.ckpt, strict=True):
         model = _load_bg(path, args.energy)
-        evaluations[name] = evaluate_model(model, reference, args.n, args.noise_nm, args.seed, floor_x=floor)
+        evaluations[name] = evaluate_model(
+            model, reference, args.n, args.noise_nm, args.seed, floor_x=floor, md_replica=replica
+        )
     if args.samples is not None:
-        evaluations[args.samples.name] = _evaluate_sample_folder(args, reference, floor)
+        evaluations[args.samples.name] = _evaluate_sample_folder(args, reference, floor, replica)
     plot_evaluations(evaluations, args.out, args.noise_nm)
     command = "p4lightning evaluate " + " ".join(shlex.quote(a) for a in argv)
     table = {name: {**ev.metrics, "source": str(src), "command": command}
@@ -307,7 +320,9 @@ def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
     return table
 
 
-def _evaluate_sample_folder(args: argparse.Namespace, reference: torch.Tensor, floor: torch.Tensor | None) -> Any:
+def _evaluate_sample_folder(
+    args: argparse.Namespace, reference: torch.Tensor, floor: torch.Tensor | None, replica: torch.Tensor | None = None
+) -> Any:
     """Score a ``sample`` folder (positions, energies and log q as written) with a TorchEnergy for the MD sets."""
     from p4lightning.metrics.evaluation import Evaluation, score
     from p4lightning.systems.alanine import alanine_dipeptide
@@ -331,7 +346,7 @@ def _evaluate_sample_folder(args: argparse.Namespace, reference: torch.Tensor, f
     ev = Evaluation(
         samples_x=x, samples_u=torch.from_numpy(arrays["energies_kT"]).double(),
         samples_log_q=torch.from_numpy(arrays["log_q"]).double(), md_x=reference, md_u=u(reference),
-        md_log_q=None, noisy_u=u(noisy), threshold=float(arrays["low_energy_threshold_kT"]),
+        md_log_q=None, noisy_u=u(noisy), threshold=float(arrays["low_energy_threshold_kT"]), md_replica=replica,
     )  # fmt: skip
     if floor is not None:
         from p4lightning.metrics.evaluation import floor_subset
@@ -340,6 +355,24 @@ def _evaluate_sample_folder(args: argparse.Namespace, reference: torch.Tensor, f
         ev.floor_u = u(ev.floor_x)
     score(ev, temperature, args.noise_nm)
     return ev
+
+
+def _with_interval(value: Any, interval: Any, fmt: str = ".4f") -> str:
+    if value is None:
+        return "n/a"
+    if not interval:
+        return format(value, fmt)
+    return f"{value:{fmt}} [{interval[0]:{fmt}}, {interval[1]:{fmt}}]"
+
+
+def _reweighted_phi(m: dict[str, Any]) -> str:
+    rw, md = m.get("phi_positive_reweighted"), m.get("phi_positive_md")
+    if rw is None or md is None:
+        return "n/a"
+    return (
+        f"{_with_interval(rw['value'], rw['interval95'])} "
+        f"(MD {_with_interval(md['value'], md['interval95'])}, {md['n_replicas']} replicas)"
+    )
 
 
 def _format_table(table: dict[str, dict[str, Any]]) -> str:
@@ -360,9 +393,15 @@ def _format_table(table: dict[str, dict[str, Any]]) -> str:
         ("99th percentile of u (k_BT)", lambda m: f(m["samples"]["p99"], ".1f"), None),
         ("low-energy fraction", lambda m: f(m["samples"]["low_energy_fraction"], ".4f"),
          lambda fl: f(fl["low_energy_fraction"], ".4f")),
-        ("reverse ESS", lambda m: f(m["reverse_ess"], ".4f"), None),
+        ("reverse ESS [95 % bootstrap interval]", lambda m: _with_interval(m["reverse_ess"], m.get("reverse_ess_interval95")),
+         None),
         ("reverse ESS, clipped 1e-4", lambda m: f(m["reverse_ess_clipped"], ".4f"), None),
         ("std of log-weights (nats)", lambda m: f(m.get("log_weight_std"), ".1f"), None),
+        ("robust std of log-weights (nats)", lambda m: f(m.get("log_weight_robust_std"), ".2f"), None),
+        ("corr(u, ln q) (perfect: −1)", lambda m: f(m.get("corr_u_log_q"), ".3f"), None),
+        ("samples with a torsion out of branch", lambda m: f(m.get("out_of_branch_fraction"), ".4f"), None),
+        ("reweighted φ ≥ 0 fraction [95 %] (MD, by replica)",
+         lambda m: _reweighted_phi(m), None),
         ("weight share of the top 10 samples", lambda m: f(m.get("top10_weight_share"), ".3f"), None),
         ("forward ESS", lambda m: f(m["forward_ess"], ".2e"), None),
         ("NLL of held-out MD (nats)", lambda m: f(m["nll_md"], ".2f"), None),

@@ -4,7 +4,17 @@ import pytest
 import torch
 
 from p4lightning import BentIdentity, Inverse, InverseBentIdentity, P4Inv, P4Orth
-from p4lightning.flows import Permutation, RealNVPCoupling, SequentialFlow, Swap, realnvp_flow
+from p4lightning.flows import (
+    LeadingBlock,
+    LULinear,
+    Permutation,
+    RealNVPCoupling,
+    SequentialFlow,
+    SplineCoupling,
+    Swap,
+    realnvp_flow,
+    spline_flow,
+)
 from p4lightning.testing import check_bijection
 
 
@@ -42,13 +52,30 @@ BIJECTIONS = {
     ),
     "realnvp-flow-p4inv": lambda: _perturbed(realnvp_flow(6, n_blocks=2, hidden=(8,), mixing="p4inv")),
     "realnvp-flow-swap": lambda: _perturbed(realnvp_flow(6, n_blocks=2, hidden=(8,), mixing="swap")),
+    "spline-coupling": lambda: _perturbed(SplineCoupling(6, [0, 2, 5], circular=[4, 5], hidden=(8,), bins=5)),
+    "spline-coupling-euclidean": lambda: _perturbed(SplineCoupling(5, [1, 3], hidden=(8, 8), bound=3.0)),
+    "lu-linear": lambda: _perturbed(LULinear(5)),
+    "leading-block-lu": lambda: _perturbed(LeadingBlock(LULinear(3), 5)),
+    "spline-flow-p4inv": lambda: _perturbed(spline_flow(7, 3, n_couplings=2, hidden=(8,), mixing="p4inv")),
+    "spline-flow-mask": lambda: _perturbed(spline_flow(7, 3, n_couplings=4, hidden=(8,), mixing="mask")),
+    "spline-flow-lu": lambda: _perturbed(spline_flow(7, 3, n_couplings=2, hidden=(8,), mixing="lu")),
 }
+#: coordinates that are angles in [-π, π) (inputs are drawn there)
+CIRCULAR = {"spline-coupling": [4, 5], "spline-flow-p4inv": [4, 5, 6], "spline-flow-mask": [4, 5, 6],
+            "spline-flow-lu": [4, 5, 6]}  # fmt: skip
+
+
+def _inputs(name, dim):
+    x = 1.5 * torch.randn(7, dim)
+    for i in CIRCULAR.get(name, []):
+        x[:, i] = torch.remainder(x[:, i] + torch.pi, 2 * torch.pi) - torch.pi
+    return x
 
 
 @pytest.mark.parametrize("name", sorted(BIJECTIONS))
 def test_battery(name):
     bij = BIJECTIONS[name]()
-    check_bijection(bij, 1.5 * torch.randn(7, bij.dim))
+    check_bijection(bij, _inputs(name, bij.dim))
 
 
 @pytest.mark.parametrize("name", sorted(BIJECTIONS))

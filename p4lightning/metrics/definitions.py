@@ -12,6 +12,18 @@ generator's density in Cartesian coordinates (nm⁻⁶⁰ over the 60 internal d
 * **Reverse ESS** (Kish), normalised: :math:`\mathrm{ESS}/N = (\sum_i w_i)^2 / (N \sum_i w_i^2)` for samples of
   :math:`q`; with ``clip_fraction`` the largest :math:`k = \lfloor N\cdot\text{clip}\rfloor` log-weights are set to
   the smallest of them first (TA-BG, ``clipping_fraction=1e-4``; no clipping when :math:`k \le 1`).
+* **Bootstrap interval** of the reverse ESS: the 2.5th and 97.5th percentiles of the ESS of ``n_boot`` resamples
+  (with replacement) of the :math:`N` log-weights. At small ESS the estimate is dominated by a few weights and its
+  interval is wide: an ESS is reported with it, on :math:`\ge 10^5` samples.
+* **Robust spread** of the log-weights: :math:`1.4826\,\operatorname{median}|\ln w - \operatorname{median}\ln w|`
+  (the standard deviation for Gaussian :math:`\ln w`, blind to a few outliers). For Gaussian log-weights of
+  standard deviation :math:`\sigma` the ESS is :math:`e^{-\sigma^2}`: 50 % needs :math:`\sigma \lesssim 0.83`.
+* **corr(u, ln q)**: the Pearson correlation of the samples' energies and log-densities; :math:`-1` for a perfect
+  generator (:math:`\ln q = -u - \ln Z`).
+* **Reweighted fraction** of an observable :math:`A \in \{0, 1\}` (e.g. φ ≥ 0):
+  :math:`\sum_i w_i A(x_i) / \sum_i w_i` — the unbiased estimate a user computes with a generator — with a bootstrap
+  interval over samples; for MD the plain fraction with a bootstrap interval over *whole replicas* (frames within a
+  replica are correlated; independent replicas are not).
 * **Forward ESS**, normalised, from samples of the target (MD frames):
   :math:`\mathrm{ESS}_\text{fwd}/N = 1 / (\overline{w}\cdot\overline{w^{-1}})` — the target's normaliser cancels
   (Midgley et al. 2023, from :math:`\mathbb E_p[q/\tilde p] = 1/Z`).
@@ -33,12 +45,18 @@ Ramachandran KL); Schopmans & Friederich, arXiv:2501.19077 (TA-BG: clipped rever
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 __all__ = [
     "RAMACHANDRAN_BINS",
     "RAMACHANDRAN_EPS",
+    "log_weight_robust_std",
+    "replica_bootstrap_fraction",
+    "reverse_ess_interval",
+    "reweighted_fraction",
+    "u_log_q_correlation",
     "energy_shift",
     "energy_statistics",
     "energy_w2",
@@ -120,6 +138,115 @@ def reverse_ess(log_w: torch.Tensor, clip_fraction: float | None = None) -> floa
         if k > 1:
             lw = torch.clamp(lw, max=float(torch.topk(lw, k).values.min()))
     return float(torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0)) / len(lw))
+
+
+def _bootstrap(
+    statistic: Callable[..., torch.Tensor],
+    arrays: tuple[torch.Tensor, ...],
+    n_boot: int,
+    generator: torch.Generator | None,
+    block: int = 50,
+) -> list[float]:
+    """``statistic`` (of ``(b, N)`` resampled rows, → ``(b,)``) on ``n_boot`` resamples with replacement of the ``(N,)``
+    ``arrays`` (the same indices for all), ``block`` resamples at a time (memory: block·N); NaN counts as 0."""
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    n = len(arrays[0])
+    values: list[float] = []
+    while len(values) < n_boot:
+        idx = torch.randint(n, (min(block, n_boot - len(values)), n), generator=g)
+        values += torch.nan_to_num(statistic(*(a[idx] for a in arrays)), nan=0.0).tolist()
+    return values
+
+
+def _interval(values: list[float], level: float) -> list[float]:
+    v = torch.tensor(values, dtype=torch.float64)
+    a = (1 - level) / 2
+    return [float(torch.quantile(v, a)), float(torch.quantile(v, 1 - a))]
+
+
+def reverse_ess_interval(
+    log_w: torch.Tensor, n_boot: int = 1000, generator: torch.Generator | None = None, level: float = 0.95
+) -> list[float]:
+    """``[low, high]``: the percentile bootstrap interval (``level``) of :func:`reverse_ess` over ``n_boot`` resamples
+    of the log-weights ``(N,)`` (non-finite ones count as weight 0)."""
+    lw = _flat(log_w, "log_w")
+    lw = torch.where(torch.isfinite(lw), lw, torch.full_like(lw, -math.inf))
+    if len(lw) == 0 or not bool(torch.isfinite(lw).any()):
+        return [0.0, 0.0]
+    def ess(r: torch.Tensor) -> torch.Tensor:  # (b, N) -> (b,)
+        return torch.exp(2 * torch.logsumexp(r, 1) - torch.logsumexp(2 * r, 1)) / r.shape[1]
+
+    return _interval(_bootstrap(ess, (lw,), n_boot, generator), level)
+
+
+def log_weight_robust_std(log_w: torch.Tensor) -> float:
+    r""":math:`1.4826 \cdot` the median absolute deviation of the finite log-weights ``(N,)`` (nats)."""
+    lw = _flat(log_w, "log_w")
+    lw = lw[torch.isfinite(lw)]
+    if len(lw) == 0:
+        return math.nan
+    return float(1.4826 * (lw - lw.median()).abs().median())
+
+
+def u_log_q_correlation(u: torch.Tensor, log_q: torch.Tensor) -> float:
+    """Pearson correlation of reduced energies ``u`` ``(N,)`` and log-densities ``log_q`` ``(N,)`` over the samples
+    where both are finite; ``-1`` for a perfect generator."""
+    u, lq = _flat(u, "u"), _flat(log_q, "log_q")
+    if len(u) != len(lq):
+        raise ValueError(f"u and log_q must have the same length; got {len(u)} and {len(lq)}")
+    ok = torch.isfinite(u) & torch.isfinite(lq)
+    if int(ok.sum()) < 2:
+        return math.nan
+    return float(torch.corrcoef(torch.stack([u[ok], lq[ok]]))[0, 1])
+
+
+def reweighted_fraction(
+    indicator: torch.Tensor,
+    log_w: torch.Tensor,
+    n_boot: int = 1000,
+    generator: torch.Generator | None = None,
+    level: float = 0.95,
+) -> dict[str, float | list[float]]:
+    r"""The self-normalised importance-sampling estimate :math:`\sum_i w_i A_i / \sum_i w_i` of the fraction where the
+    boolean ``indicator`` ``(N,)`` holds, from the samples' log-weights ``(N,)``, with a percentile bootstrap
+    interval over samples; ``{"value", "interval95"}`` (non-finite log-weights count as weight 0)."""
+    a = _flat(indicator.to(torch.float64), "indicator")
+    lw = _flat(log_w, "log_w")
+    if len(a) != len(lw):
+        raise ValueError(f"indicator and log_w must have the same length; got {len(a)} and {len(lw)}")
+    lw = torch.where(torch.isfinite(lw), lw, torch.full_like(lw, -math.inf))
+    if not bool(torch.isfinite(lw).any()):
+        return {"value": math.nan, "interval95": [math.nan, math.nan]}
+
+    def estimate(lw_: torch.Tensor, a_: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(lw_, -1)
+        return (w * a_).sum(-1)
+
+    values = _bootstrap(estimate, (lw, a), n_boot, generator)
+    return {"value": float(estimate(lw, a)), "interval95": _interval(values, level)}
+
+
+def replica_bootstrap_fraction(
+    indicator: torch.Tensor,
+    replica: torch.Tensor,
+    n_boot: int = 1000,
+    generator: torch.Generator | None = None,
+    level: float = 0.95,
+) -> dict[str, float | int | list[float]]:
+    """The fraction of MD frames where ``indicator`` ``(F,)`` holds, with a percentile bootstrap interval over whole
+    replicas (``replica`` ``(F,)``: each frame's replica id): ``{"value", "interval95", "n_replicas"}``."""
+    a = _flat(indicator.to(torch.float64), "indicator")
+    rep = torch.as_tensor(replica).reshape(-1)
+    if len(rep) != len(a):
+        raise ValueError(f"indicator and replica must have the same length; got {len(a)} and {len(rep)}")
+    ids, inverse = torch.unique(rep, return_inverse=True)
+    k = len(ids)
+    hits = torch.zeros(k, dtype=torch.float64).index_add_(0, inverse, a)
+    frames = torch.zeros(k, dtype=torch.float64).index_add_(0, inverse, torch.ones_like(a))
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    pick = torch.randint(k, (n_boot, k), generator=g)
+    values = (hits[pick].sum(1) / frames[pick].sum(1)).tolist()
+    return {"value": float(a.mean()), "interval95": _interval(values, level), "n_replicas": k}
 
 
 def weight_concentration(log_w: torch.Tensor, top: int = 10) -> dict[str, float]:

@@ -28,12 +28,17 @@ from p4lightning.metrics.definitions import (
     energy_statistics,
     energy_w2,
     forward_ess,
+    log_weight_robust_std,
     nll,
     phi_positive_fraction,
     ramachandran_histogram,
     ramachandran_kl,
     ramachandran_tv,
+    replica_bootstrap_fraction,
     reverse_ess,
+    reverse_ess_interval,
+    reweighted_fraction,
+    u_log_q_correlation,
     weight_concentration,
 )
 from p4lightning.systems.alanine import N_ATOMS
@@ -46,6 +51,9 @@ HAMILTONIAN = (
 )
 #: TA-BG's clipping of the largest log-weights for the clipped reverse ESS
 ESS_CLIP_FRACTION = 1e-4
+#: resamples of every bootstrap interval, and their seed (an evaluation is reproducible)
+N_BOOTSTRAP = 1000
+BOOTSTRAP_SEED = 2026
 
 
 @dataclass
@@ -63,6 +71,10 @@ class Evaluation:
     metrics: dict[str, Any] = field(default_factory=dict)
     floor_x: torch.Tensor | None = None
     floor_u: torch.Tensor | None = None
+    #: ``(N,)`` bool: samples placed from a torsion outside its principal branch (None: not known)
+    samples_out_of_branch: torch.Tensor | None = None
+    #: ``(F,)`` replica id of every held-out MD frame (None: one replica), for MD's bootstrap interval
+    md_replica: torch.Tensor | None = None
 
 
 def _rama(x: torch.Tensor) -> torch.Tensor:
@@ -98,11 +110,23 @@ def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]
         "forward_ess": None,
         "nll_md": None,
     }
+    g = torch.Generator().manual_seed(BOOTSTRAP_SEED)
+    phi_md = phi_psi(ev.md_x.reshape(-1, N_ATOMS, 3).double())[0]
+    replica = ev.md_replica if ev.md_replica is not None else torch.zeros(len(phi_md), dtype=torch.long)
+    m["phi_positive_md"] = replica_bootstrap_fraction(phi_md >= 0, replica, N_BOOTSTRAP, g)
+    m["out_of_branch_fraction"] = (
+        float(ev.samples_out_of_branch.double().mean()) if ev.samples_out_of_branch is not None else None
+    )
     if ev.samples_log_q is not None:
         log_w = -ev.samples_u - ev.samples_log_q
         m["reverse_ess"] = reverse_ess(log_w)
+        m["reverse_ess_interval95"] = reverse_ess_interval(log_w, N_BOOTSTRAP, g)
         m["reverse_ess_clipped"] = reverse_ess(log_w, ESS_CLIP_FRACTION)
         m.update(weight_concentration(log_w))
+        m["log_weight_robust_std"] = log_weight_robust_std(log_w)
+        m["corr_u_log_q"] = u_log_q_correlation(ev.samples_u, ev.samples_log_q)
+        phi_s = phi_psi(ev.samples_x.reshape(-1, N_ATOMS, 3).double())[0]
+        m["phi_positive_reweighted"] = reweighted_fraction(phi_s >= 0, log_w, N_BOOTSTRAP, g)
     if ev.md_log_q is not None:
         m["nll_md"] = nll(ev.md_log_q)
         m["forward_ess"] = forward_ess(-ev.md_u - ev.md_log_q)
@@ -132,10 +156,12 @@ def evaluate_model(
     seed: int = 0,
     floor_x: torch.Tensor | None = None,
     chunk: int = 2048,
+    md_replica: torch.Tensor | None = None,
 ) -> Evaluation:
     """Sample ``n_samples`` conformations from ``model`` (a ``BoltzmannGenerator`` after ``setup``, or anything with
-    ``sample``, ``log_density``, ``energies`` and ``data_energy_max``) and score them against held-out MD ``md_x``
-    ``(N, 66)`` nm; ``floor_x``: an independent MD set, of which :func:`floor_subset` takes as many frames as there
+    ``sample_with_coordinates``, ``transform``, ``log_density``, ``energies`` and
+    ``data_energy_max``) and score them against held-out MD ``md_x``
+    ``(N, 66)`` nm (``md_replica`` ``(N,)``: each frame's replica id); ``floor_x``: an independent MD set, of which :func:`floor_subset` takes as many frames as there
     are samples (all, if it has fewer) to give each metric's floor at the samples' size."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1; got {n_samples}")
@@ -143,11 +169,12 @@ def evaluate_model(
     device = next(model.parameters()).device
     md_x = md_x.reshape(len(md_x), -1).to(device)
     noisy = md_x + noise_nm * torch.randn(md_x.shape, generator=g, dtype=md_x.dtype).to(device)
-    xs, lqs = [], []
+    xs, lqs, oob = [], [], []
     for start in range(0, n_samples, chunk):
-        x, log_q = model.sample(min(chunk, n_samples - start), g)
+        x, log_q, y = model.sample_with_coordinates(min(chunk, n_samples - start), g)
         xs.append(x)
         lqs.append(log_q.double())
+        oob.append(model.transform.out_of_branch(y).cpu())
     samples_x, samples_log_q = torch.cat(xs), torch.cat(lqs)
     md_log_q = torch.cat([model.log_density(md_x[i : i + chunk]).double() for i in range(0, len(md_x), chunk)])
     ev = Evaluation(
@@ -159,6 +186,8 @@ def evaluate_model(
         md_log_q=md_log_q.cpu(),
         noisy_u=model.energies(noisy.double()).double().cpu(),
         threshold=float(model.data_energy_max),
+        samples_out_of_branch=torch.cat(oob),
+        md_replica=md_replica,
     )
     if floor_x is not None:
         ev.floor_x = floor_subset(floor_x, n_samples, g)

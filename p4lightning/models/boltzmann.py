@@ -15,21 +15,49 @@ with :math:`u = E / k_B T` the reduced OpenMM energy, regularised (linear, then 
 ``energy_lr`` and :math:`w_e / w_l` becomes ``energy_weight_ratio``; before it, :math:`w_e = 0` and no energy is
 evaluated. Only P⁴Inv layers get P⁴ updates (via :class:`~p4lightning.P4MergeCallback`); everything else
 trains directly.
+
+**Flows.** ``flow="realnvp"`` is the paper's (App. H; ``mixing`` ``"p4inv"`` or ``"swap"``), ``flow="spline"`` a
+rational-quadratic spline flow (:func:`~p4lightning.flows.blocks.spline_flow`; ``mixing`` ``"p4inv"``, ``"mask"`` or
+``"lu"``). With ``circular_torsions=True`` the 17 torsions are angles in :math:`[-\pi, \pi)`: the spline flow
+treats them with circular splines over a uniform base, so :math:`\ln q` is the density of the conformation and no
+sample leaves the principal branch (the RealNVP flow cannot keep them there and refuses the option).
+
+**Energy-based training** (from ``energy_phase_start`` on), with the field's safeguards: the highest
+``energy_drop_fraction`` of each batch's energies are dropped from :math:`J_e` (TA-BG), energies above
+``energy_high`` grow logarithmically and are capped at ``energy_max`` (the lin-log cut), a capped or non-finite
+energy contributes zero gradient (Note [zero weight, zero gradient] in the energy ops), gradient-norm clipping is
+the ``Trainer``'s ``gradient_clip_val``, and ``lr_schedule="cosine"`` decays each phase's learning rate to 0 at
+its end. The maximum-likelihood term stays in the loss (:math:`w_l > 0`): a forward-KL anchor that keeps the
+minor (φ ≥ 0) basin, which reverse KL alone would drop. ``init_checkpoint`` starts a stage from another run's
+trained weights (e.g. the energy stage from the best maximum-likelihood checkpoint).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
 
-from p4lightning._validation import as_floating_dtype, check_features, check_positive_int
-from p4lightning.flows.blocks import realnvp_flow
+from p4lightning._validation import (
+    as_floating_dtype,
+    check_choice,
+    check_features,
+    check_positive_int,
+)
+from p4lightning.flows.blocks import SPLINE_MIXINGS, realnvp_flow, spline_flow
+from p4lightning.flows.priors import NormalUniformPrior
 from p4lightning.flows.sequential import StandardNormal
 from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, RamachandranKL
 from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.protocol import find_p4_modules
-from p4lightning.systems.alanine import CARTESIAN_ATOMS, N_ATOMS, Z_MATRIX, alanine_dipeptide, check_topology
+from p4lightning.systems.alanine import (
+    CARTESIAN_ATOMS,
+    N_ATOMS,
+    Z_MATRICES,
+    alanine_dipeptide,
+    check_topology,
+)
 from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
 from p4lightning.systems.mixed import MixedCoordinateTransform
 from p4lightning.systems.observables import phi_psi
@@ -42,13 +70,28 @@ _TRAIN_SAMPLES, _VAL_SAMPLES = 1, 2
 
 
 class BoltzmannGenerator(CompileSafeLightningModule):
-    r"""RealNVP Boltzmann generator for alanine dipeptide, with P⁴Inv or fixed swaps between couplings.
+    r"""Boltzmann generator for alanine dipeptide: the paper's RealNVP flow (default) or a spline flow.
 
     Args:
-        mixing: ``"p4inv"`` (P⁴Inv swaps) or ``"swap"`` (RealNVP baseline).
-        n_blocks: flow blocks (paper: 25).
-        hidden: hidden sizes of the RealNVP ``t``/``s`` networks (paper: ``[60, 60]``).
+        mixing: between couplings. RealNVP: ``"p4inv"`` (P⁴Inv swaps) or ``"swap"`` (the baseline); spline:
+            ``"p4inv"``, ``"mask"`` (nothing learned) or ``"lu"`` (LU-parametrised linear).
+        n_blocks: RealNVP flow blocks (paper: 25).
+        hidden: hidden sizes of the RealNVP ``t``/``s`` networks (paper: ``[60, 60]``) or of the spline
+            conditioners (default ``[256, 256]``).
+        flow: ``"realnvp"`` (paper) or ``"spline"``.
+        n_couplings: spline couplings (even).
+        bins: spline bins.
+        z_matrix: ``"backbone"`` (the first Z-matrix of this project, every torsion along bonds to backbone atoms) or
+            ``"standard"`` (the literature's sibling-relative one); see :mod:`p4lightning.systems.alanine`.
+        circular_torsions: torsions as angles on the circle (spline flow only).
         lr: Adam learning rate of the density-estimation phase (paper: 1e-3).
+        weight_decay: decoupled weight decay (AdamW; 0: Adam's update exactly).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (each phase decays from its learning rate to 0 at its end; the
+            energy phase ends at the trainer's ``max_steps``).
+        energy_drop_fraction: fraction of each energy batch with the highest energies left out of :math:`J_e`.
+        init_checkpoint: a checkpoint whose model weights (transform, flow) this model starts from when it is
+            fitted from scratch (read in ``setup``; a model loaded from its own checkpoint ignores it); its
+            architecture options must match.
         energy_phase_start: optimizer step at which the energy phase begins (``None``: never).
         energy_lr: learning rate of the energy phase (paper: 1e-5).
         energy_weight_ratio: :math:`w_e / w_l` in the energy phase (paper: 0.05).
@@ -76,10 +119,19 @@ class BoltzmannGenerator(CompileSafeLightningModule):
 
     def __init__(
         self,
-        mixing: Literal["p4inv", "swap"] = "p4inv",
+        mixing: Literal["p4inv", "swap", "mask", "lu"] = "p4inv",
         n_blocks: int = 25,
         hidden: list[int] | None = None,
+        flow: Literal["realnvp", "spline"] = "realnvp",
+        n_couplings: int = 8,
+        bins: int = 8,
+        z_matrix: Literal["backbone", "standard"] = "backbone",
+        circular_torsions: bool = False,
         lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        energy_drop_fraction: float = 0.0,
+        init_checkpoint: str | None = None,
         energy_phase_start: int | None = None,
         energy_lr: float = 1e-5,
         energy_weight_ratio: float = 0.05,
@@ -109,11 +161,35 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         check_positive_int(seed, "seed", minimum=0)
         if energy not in ("torch", "openmm"):
             raise ValueError(f"energy must be 'torch' or 'openmm'; got {energy!r}")
+        check_choice(flow, ("realnvp", "spline"), "flow")
+        check_choice(mixing, ("p4inv", "swap") if flow == "realnvp" else SPLINE_MIXINGS, f"mixing of flow={flow!r}")
+        check_choice(z_matrix, tuple(Z_MATRICES), "z_matrix")
+        check_choice(lr_schedule, ("constant", "cosine"), "lr_schedule")
+        if circular_torsions and flow != "spline":
+            raise ValueError(
+                "circular_torsions=True needs flow='spline': the RealNVP flow maps torsions to all real numbers, "
+                "so it cannot keep them in [-π, π)"
+            )
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
+        if not 0 <= energy_drop_fraction < 1:
+            raise ValueError(f"energy_drop_fraction must be in [0, 1); got {energy_drop_fraction}")
         p4_kwargs: dict[str, Any] = {"penalty_weight": p4_penalty_weight, "check_inputs": False}
         p4_kwargs["bookkeeping_dtype"] = as_floating_dtype(bookkeeping_dtype, "bookkeeping_dtype")
-        self.transform = MixedCoordinateTransform.empty(N_ATOMS, CARTESIAN_ATOMS, Z_MATRIX, torch.float32)
-        self.flow = realnvp_flow(self.transform.dim, n_blocks, hidden or [60, 60], mixing, p4_kwargs)
-        self.prior = StandardNormal(self.transform.dim)
+        self.transform = MixedCoordinateTransform.empty(
+            N_ATOMS, CARTESIAN_ATOMS, Z_MATRICES[z_matrix], torch.float32, circular_torsions
+        )
+        dim, circular = self.transform.dim, self.transform.circular_indices
+        if flow == "realnvp":
+            self.flow = realnvp_flow(dim, n_blocks, hidden or [60, 60], mixing, p4_kwargs)  # type: ignore[arg-type]
+            self.prior: StandardNormal | NormalUniformPrior = StandardNormal(dim)
+        else:
+            n_circular = len(circular)
+            self.flow = spline_flow(
+                dim, n_circular, n_couplings, hidden or [256, 256], bins, mixing=mixing,  # type: ignore[arg-type]
+                p4inv_kwargs=p4_kwargs,
+            )  # fmt: skip
+            self.prior = NormalUniformPrior(dim, circular)
         self._p4_modules = [m for _, m in find_p4_modules(self.flow)]  # found once, not on every step
         self.energy: OpenMMEnergy | TorchEnergy | None = None  # built per process in setup()
         self._log_density_fn = self.log_density  # torch.compile-d in setup() when compile=True
@@ -130,6 +206,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
     # ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.hparams.get("init_checkpoint") and stage == "fit" and not bool(self.transform.fitted):
+            self._load_init_checkpoint(self.hparams.init_checkpoint)
         if getattr(dm, "topology", None) is not None:
             check_topology(dm.topology, f"the datamodule's topology {dm.topology}")
         if not bool(self.transform.fitted):
@@ -158,6 +236,21 @@ class BoltzmannGenerator(CompileSafeLightningModule):
                     "no training frame has a finite OpenMM energy: check the trajectory and topology"
                 )
             self.data_energy_max.fill_(float(finite.max()))
+
+    def _load_init_checkpoint(self, path: str) -> None:
+        """Model weights (transform, flow) from the checkpoint at ``path``, before training starts."""
+        from p4lightning._io import load_checkpoint
+
+        state = load_checkpoint(path)["state_dict"]
+        state = {k: v for k, v in state.items() if k.startswith(("transform.", "flow.", "prior."))}
+        mine = {k for k in self.state_dict() if k.startswith(("transform.", "flow.", "prior."))}
+        if set(state) != mine:
+            diff = sorted(set(state) ^ mine)[:3]
+            raise ValueError(
+                f"init_checkpoint {path} is of another architecture (flow, mixing, couplings, Z-matrix): its "
+                f"weights do not match this model's, e.g. {diff}"
+            )
+        self.load_state_dict(state, strict=False)
 
     def make_energy(self) -> OpenMMEnergy | TorchEnergy:
         """The reduced-energy op chosen by ``energy`` (``TorchEnergy`` on this module's device, or OpenMM workers)."""
@@ -214,10 +307,18 @@ class BoltzmannGenerator(CompileSafeLightningModule):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``n`` positions ``(n, 66)`` nm and their :math:`\ln q(\mathbf{x})` ``(n,)``."""
+        x, log_q, _ = self.sample_with_coordinates(n, generator)
+        return x, log_q
+
+    def sample_with_coordinates(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""``(x, log_q, y)``: positions ``(n, 66)`` nm, :math:`\ln q(\mathbf{x})` ``(n,)`` and the flow coordinates
+        ``(n, 60)`` they were placed from (for :meth:`MixedCoordinateTransform.out_of_branch`)."""
         z = self.prior.sample(n, generator)
         y, ladj_f = self.flow(z)
         x, ladj_t = self.transform.inverse(y)
-        return x, self.prior.log_prob(z) - ladj_f - ladj_t
+        return x, self.prior.log_prob(z) - ladj_f - ladj_t, y
 
     def weights(self) -> tuple[float, float]:
         """``(w_l, w_e)`` at the current optimizer step (they sum to 1)."""
@@ -227,12 +328,31 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         r = self.hparams.energy_weight_ratio
         return 1.0 / (1.0 + r), r / (1.0 + r)
 
+    def learning_rate(self, step: int) -> float:
+        r"""The learning rate at optimizer step ``step``: ``lr`` before ``energy_phase_start``, ``energy_lr`` from
+        it on; with ``lr_schedule="cosine"`` each phase's rate times :math:`\tfrac12(1 + \cos\pi t)`, :math:`t` the
+        fraction of the phase done (the energy phase ends at the trainer's ``max_steps``)."""
+        hp = self.hparams
+        start = hp.energy_phase_start
+        max_steps = self.trainer.max_steps if self._trainer is not None else -1
+        in_energy = start is not None and step >= start
+        lr = hp.energy_lr if in_energy else hp.lr
+        if hp.get("lr_schedule", "constant") != "cosine":
+            return lr
+        begin, end = (start, max_steps) if in_energy else (0, start if start is not None else max_steps)
+        if end is None or end <= begin:
+            raise ValueError(
+                "lr_schedule='cosine' needs the phase's end: set trainer max_steps (and energy_phase_start below it)"
+            )
+        return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - begin) / (end - begin))))
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         start = self.hparams.energy_phase_start
-        if start is not None and self.global_step >= start:
+        if (start is not None and self.global_step >= start) or self.hparams.get("lr_schedule") == "cosine":
+            lr = self.learning_rate(self.global_step)  # a function of the step: resumes exactly
             for opt in self.trainer.optimizers:
                 for group in opt.param_groups:
-                    group["lr"] = self.hparams.energy_lr
+                    group["lr"] = lr
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         (x,) = batch
@@ -247,7 +367,10 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             xg, log_q = self.sample(self.hparams.energy_batch_size, self.generator(_TRAIN_SAMPLES))
             u = (self._energy_fn or self.energy)(xg.reshape(-1, N_ATOMS, 3)).to(xg.dtype)
             u_reg, clamped = regularize_energy(u, self.hparams.energy_high, self.hparams.energy_max)
-            kl = (u_reg + log_q).mean()  # J_e = E[u - R_zx] = E[u + ln q] up to the prior's constant
+            keep = keep_lowest(u_reg.detach(), self.hparams.get("energy_drop_fraction", 0.0))
+            # J_e = E[u - R_zx] = E[u + ln q] up to the prior's constant, over the kept samples; a dropped sample
+            # has weight 0 in both terms (and so zero gradient, Note [zero weight, zero gradient])
+            kl = torch.where(keep, u_reg + log_q, 0.0).sum() / keep.sum()
             loss = loss + w_e * kl
             self.log("train/kl", kl, prog_bar=True)
             self.num_energy_clamped += int(clamped.sum())
@@ -322,7 +445,25 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         """Adam (the paper's), fused: one kernel over all 600-750 parameter tensors instead of ~10 small
         operations per tensor; the eager paper-size P4Inv step takes 0.884x the time of the same step with Adam's
         default CPU implementation (``benchmarks/bg_step.py``, docs/benchmarks/bg_step.md). Same update rule."""
+        wd = self.hparams.get("weight_decay", 0.0)
+        if wd > 0:  # decoupled weight decay; with 0 this is Adam's update exactly
+            return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=wd, fused=True)
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=True)
 
     def extra_repr(self) -> str:
-        return f"mixing={self.hparams.mixing}, n_blocks={self.hparams.n_blocks}"
+        hp = self.hparams
+        if hp.get("flow", "realnvp") == "spline":
+            return f"flow=spline, mixing={hp.mixing}, n_couplings={hp.n_couplings}, circular={hp.circular_torsions}"
+        return f"mixing={hp.mixing}, n_blocks={hp.n_blocks}"
+
+
+def keep_lowest(u: torch.Tensor, drop_fraction: float) -> torch.Tensor:
+    r"""``(B,)`` bool: all but the :math:`\lfloor B \cdot` ``drop_fraction`` :math:`\rfloor` highest of the energies
+    ``u`` ``(B,)`` (ties broken by position; non-finite energies count as highest)."""
+    k = int(len(u) * drop_fraction)
+    keep = torch.ones_like(u, dtype=torch.bool)
+    if k == 0:
+        return keep
+    high = torch.where(torch.isfinite(u), u, torch.inf)
+    keep[torch.topk(high, k).indices] = False
+    return keep

@@ -30,7 +30,9 @@ __all__ = [
     "N_ATOMS",
     "PHI_ATOMS",
     "PSI_ATOMS",
-    "Z_MATRIX",
+    "Z_MATRICES",
+    "Z_MATRIX_BACKBONE",
+    "Z_MATRIX_STANDARD",
     "AlanineDipeptide",
     "alanine_dipeptide",
     "check_topology",
@@ -43,9 +45,13 @@ PHI_ATOMS = (4, 6, 8, 14)
 PSI_ATOMS = (6, 8, 14, 16)
 #: Atoms kept in Cartesian coordinates by the mixed transform: ALA N, CA, HA, CB, C.
 CARTESIAN_ATOMS = (6, 8, 9, 10, 14)
-#: Z-matrix of the other 17 atoms, rows (atom, bonded, angle, torsion) in placement order, every step along a
-#: bond. Atom 4's torsion is φ = tor(4, 6, 8, 14); atom 16's is ψ = tor(16, 14, 8, 6) = tor(6, 8, 14, 16).
-Z_MATRIX = (
+#: The first Z-matrix of this project (kept for the record and for the checkpoints trained with it): every atom
+#: placed by a torsion along bonds *to backbone atoms*, rows (atom, bonded, angle, torsion) in placement order.
+#: Atom 4's torsion is φ = tor(4, 6, 8, 14); atom 16's is ψ = tor(16, 14, 8, 6) = tor(6, 8, 14, 16). Sibling
+#: atoms (the three hydrogens of a methyl group, ALA O and NME N) each get a torsion of their own, so their
+#: fixed ±120° / 180° offsets become three copies of one broad rotor: 11 of the 17 torsions have a circular
+#: standard deviation above 1 rad on the 600 K MD.
+Z_MATRIX_BACKBONE = (
     (7, 6, 8, 14),  # H (ALA)
     (4, 6, 8, 14),  # C (ACE): φ
     (5, 4, 6, 8),  # O (ACE)
@@ -64,6 +70,34 @@ Z_MATRIX = (
     (20, 18, 16, 14),  # HH32
     (21, 18, 16, 14),  # HH33
 )
+#: The standard Z-matrix of the Boltzmann-generator literature (Noé et al. 2019; the one FAB, TA-BG and bgflow
+#: use for this molecule), rows in placement order. Rule: atom ``i`` is bonded to ``j``, ``j`` to ``k``; its
+#: torsion partner ``l`` is bonded to ``k`` (a proper torsion, for the first atom placed on a rotor) or to ``j``
+#: (a *sibling* of ``i`` placed before it: HB2, HB3 from HB1; the methyl hydrogens of ACE and NME from their
+#: first hydrogen; ALA O from NME N; ALA H from ACE C). NME H is placed by its torsion to ALA O (the peptide
+#: plane). A sibling's torsion measures the stiff offset between two bonds on one atom (≈ ±120° or 180°,
+#: ~0.15 rad wide at 600 K), so only the rotors stay broad: the three methyl rotors and ψ (φ has two basins).
+Z_MATRIX_STANDARD = (
+    (4, 6, 8, 14),  # C (ACE): φ
+    (7, 6, 8, 4),  # H (ALA), from ACE C
+    (5, 4, 6, 8),  # O (ACE): ω (ACE side)
+    (1, 4, 6, 8),  # CH3 (ACE): ω
+    (0, 1, 4, 6),  # HH31: the ACE methyl rotor
+    (2, 1, 4, 0),  # HH32, from HH31
+    (3, 1, 4, 0),  # HH33, from HH31
+    (11, 10, 8, 6),  # HB1: the ALA methyl rotor
+    (12, 10, 8, 11),  # HB2, from HB1
+    (13, 10, 8, 11),  # HB3, from HB1
+    (16, 14, 8, 6),  # N (NME): ψ
+    (15, 14, 8, 16),  # O (ALA), from NME N
+    (17, 16, 14, 15),  # H (NME): in the peptide plane, torsion to ALA O
+    (18, 16, 14, 8),  # C (NME): ω (NME side)
+    (19, 18, 16, 14),  # HH31: the NME methyl rotor
+    (20, 18, 16, 19),  # HH32, from HH31
+    (21, 18, 16, 19),  # HH33, from HH31
+)
+#: The Z-matrices by name (the ``z_matrix`` option of the Boltzmann generator).
+Z_MATRICES = {"standard": Z_MATRIX_STANDARD, "backbone": Z_MATRIX_BACKBONE}
 #: (residue, element, heavy-atom name) of every atom in order; hydrogen names vary between writers (HH31/H1)
 ATOMS = (
     ("ACE", "H", None), ("ACE", "C", "CH3"), ("ACE", "H", None), ("ACE", "H", None), ("ACE", "C", "C"),

@@ -54,7 +54,8 @@ class _ReducedEnergy(torch.autograd.Function):
     def backward(ctx: Any, grad_u: torch.Tensor) -> tuple[torch.Tensor, None]:
         (grad,) = ctx.saved_tensors
         shape = (-1,) + (1,) * (grad.dim() - 1)
-        return grad * grad_u.reshape(shape), None
+        g = grad_u.reshape(shape)  # a row of zero weight contributes 0 even if its forces are not finite
+        return torch.where(g == 0, 0.0, g * grad), None
 
 
 class OpenMMEnergy(nn.Module):

@@ -40,8 +40,10 @@ def torsion(xa: torch.Tensor, xb: torch.Tensor, xc: torch.Tensor, xd: torch.Tens
 
 
 def wrap_angle(phi: torch.Tensor) -> torch.Tensor:
-    r"""Map angles to :math:`[-\pi, \pi)`."""
-    return torch.remainder(phi + math.pi, 2 * math.pi) - math.pi
+    r"""Map angles to :math:`[-\pi, \pi)` (exactly: an angle just below :math:`\pi` that rounds onto :math:`\pi` in
+    the subtraction goes to :math:`-\pi`)."""
+    w = torch.remainder(phi + math.pi, 2 * math.pi) - math.pi
+    return torch.where(w >= math.pi, w - 2 * math.pi, w)
 
 
 def place(

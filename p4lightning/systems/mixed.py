@@ -13,6 +13,14 @@ Z-matrix in internal coordinates. With :math:`m` Cartesian atoms and :math:`M` Z
   Z-matrix atom, standardised: :math:`(r - \mu_r)/\sigma_r`, :math:`(\theta - \mu_\theta)/\sigma_\theta`, and
   :math:`\operatorname{wrap}(\varphi - \bar\varphi)/\sigma_\varphi` with the circular mean :math:`\bar\varphi`,
   so torsions are compared on the circle (no wrap-around jump at ±π in the data's range).
+* **Torsions on the circle** (``circular=True``): the torsion coordinates are the angles
+  :math:`\operatorname{wrap}(\varphi - \bar\varphi) \in [-\pi, \pi)` themselves (no scale: a scale would cut
+  the circle), the last :math:`M` flow coordinates (:attr:`MixedCoordinateTransform.circular_indices`). Every
+  conformation then has exactly one flow coordinate and a flow whose circular coordinates stay in
+  :math:`[-\pi, \pi)` (circular splines) gives the density of the conformation. Without it the torsion coordinates
+  are real numbers: a flow may put a sample at :math:`\varphi + 2\pi k`, the inverse places the same atoms,
+  and :math:`\ln q` is then the density of one of several preimages (:meth:`MixedCoordinateTransform.out_of_branch`
+  counts such samples).
 
 Log-determinant of the inverse (flow coordinates → positions), with respect to the coordinates
 :math:`(V^\top(x_c - \mu), x_\text{Z-matrix atoms})` of the :math:`3\cdot 22 - 6 = 60`-dimensional space of
@@ -22,7 +30,7 @@ conformations modulo rigid motions:
     \ln|\det J_{z\to x}| = \tfrac12\sum\ln\lambda + \sum(\ln\sigma_r + \ln\sigma_\theta + \ln\sigma_\varphi)
         + \sum_{\text{Z-matrix atoms}} (2\ln r + \ln\sin\theta),
 
-and the forward ladj is its negative. The forward map returns positions in the reference frame
+and the forward ladj is its negative (with ``circular=True`` the :math:`\ln\sigma_\varphi` are 0). The forward map returns positions in the reference frame
 (:meth:`MixedCoordinateTransform.align` gives the superposed input), so ``inverse(forward(x)) == align(x)``.
 
 Units: positions in nm, angles in rad.
@@ -56,6 +64,10 @@ def validate_z_matrix(
 ) -> None:
     """Check that every atom is either Cartesian or placed once, from atoms placed before it, along bonds.
 
+    With ``bonds``, row ``(i, j, k, l)`` needs bonds i–j and j–k, and its torsion partner ``l`` bonded to ``k``
+    (a proper torsion) or to ``j`` (a sibling of ``i``: the torsion is then the offset between two bonds on
+    ``j``, as in the standard Z-matrix of :data:`~p4lightning.systems.alanine.Z_MATRIX_STANDARD`).
+
     Raises:
         ValueError: naming the offending Z-matrix row.
     """
@@ -75,11 +87,16 @@ def validate_z_matrix(
                 f"Z-matrix row {tuple(row)}: references {sorted({j, k, t} - placed)} are not placed yet"
             )
         if bonds is not None:
-            for a, b in ((i, j), (j, k), (k, t)):
+            for a, b in ((i, j), (j, k)):
                 if frozenset((a, b)) not in bonds:
                     raise ValueError(
                         f"Z-matrix row {tuple(row)}: atoms {a} and {b} are not bonded in the topology"
                     )
+            if frozenset((k, t)) not in bonds and frozenset((j, t)) not in bonds:
+                raise ValueError(
+                    f"Z-matrix row {tuple(row)}: torsion atom {t} is bonded neither to {k} (a proper torsion) nor "
+                    f"to {j} (a sibling of {i}) in the topology"
+                )
         placed.add(i)
     if placed != set(range(n_atoms)):
         raise ValueError(
@@ -115,6 +132,8 @@ class MixedCoordinateTransform(Bijection):
         z_matrix: rows ``(i, j, k, l)`` in placement order: atom ``i`` bonded to ``j``, angle ``i-j-k``,
             torsion ``i-j-k-l``.
         reference, pca_mean, pca_vectors, pca_values, ic_mean, ic_std: fitted statistics (see :meth:`fit`).
+        circular: torsions as angles in :math:`[-\pi, \pi)` (their ``ic_std`` row is 1); the choice is saved in the
+            ``state_dict`` (a ``state_dict`` without it is of a non-circular transform).
 
     ``dim`` is the flow side, :math:`3N - 6`; :attr:`n_atoms` the Cartesian side.
     """
@@ -130,6 +149,7 @@ class MixedCoordinateTransform(Bijection):
         pca_values: torch.Tensor,
         ic_mean: torch.Tensor,
         ic_std: torch.Tensor,
+        circular: bool = False,
     ) -> None:
         super().__init__()
         validate_z_matrix(z_matrix, cartesian, n_atoms)
@@ -154,6 +174,12 @@ class MixedCoordinateTransform(Bijection):
                 name, t.detach().clone()
             )  # dtype of the fitted statistics; .float() converts
         self.register_buffer("fitted", torch.ones((), dtype=torch.bool))
+        if not isinstance(circular, bool):
+            raise TypeError(f"circular must be a bool; got {circular!r}")
+        if circular and not torch.all(ic_std[2] == 1):
+            raise ValueError("circular=True needs the torsion row of ic_std to be 1 (angles are not scaled)")
+        self.register_buffer("circular_torsions", torch.tensor(circular))
+        self.circular = circular  # host copy of ``circular_torsions``
         self.register_buffer("cartesian", torch.as_tensor(list(cartesian), dtype=torch.long))
         self.register_buffer(
             "z_matrix", torch.as_tensor([list(r) for r in z_matrix], dtype=torch.long).reshape(n_z, 4)
@@ -196,6 +222,14 @@ class MixedCoordinateTransform(Bijection):
         )  # fmt: skip
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        key = prefix + "circular_torsions"
+        if key not in state_dict:  # saved before the option existed: torsions were standardised reals
+            state_dict[key] = torch.tensor(False)
+        if bool(state_dict[key]) != self.circular:
+            raise ValueError(
+                f"the state_dict is of a transform with circular={bool(state_dict[key])}, this one has "
+                f"circular={self.circular}: build the module with the same option"
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
         self._is_fitted = bool(self.fitted)
         self._build_levels()  # a loaded Z-matrix may differ from the constructor's
@@ -208,6 +242,7 @@ class MixedCoordinateTransform(Bijection):
         cartesian: Sequence[int],
         z_matrix: Sequence[Sequence[int]],
         dtype: torch.dtype = torch.float64,
+        circular: bool = False,
     ) -> MixedCoordinateTransform:
         """A transform with placeholder statistics of the right shapes (``fitted`` is False): build the module
         first, then :meth:`fit_` it on data or load a ``state_dict`` into it."""
@@ -223,6 +258,7 @@ class MixedCoordinateTransform(Bijection):
             torch.ones(k, **kw),
             torch.zeros(3, n_z, **kw),
             torch.ones(3, n_z, **kw),
+            circular,
         )
         transform.fitted.fill_(False)
         transform._is_fitted = False
@@ -235,11 +271,13 @@ class MixedCoordinateTransform(Bijection):
         cartesian: Sequence[int],
         z_matrix: Sequence[Sequence[int]],
         iterations: int = 3,
+        circular: bool = False,
     ) -> MixedCoordinateTransform:
         """A transform fitted on training ``positions`` ``(F, N, 3)`` nm (see :meth:`fit_`)."""
         if positions.dim() != 3 or positions.shape[-1] != 3:
             raise ValueError(f"positions must have shape (F, N, 3) in nm; got {tuple(positions.shape)}")
-        return cls.empty(positions.shape[1], cartesian, z_matrix, positions.dtype).fit_(positions, iterations)
+        empty = cls.empty(positions.shape[1], cartesian, z_matrix, positions.dtype, circular)
+        return empty.fit_(positions, iterations)
 
     @torch.no_grad()
     def fit_(self, positions: torch.Tensor, iterations: int = 3) -> MixedCoordinateTransform:
@@ -286,6 +324,8 @@ class MixedCoordinateTransform(Bijection):
                 f"constant over the {len(x)} frames (std < {MIN_STD}); {len(flat)} internal coordinate(s) in all "
                 "cannot be standardised (identical frames?)"
             )
+        if self.circular:
+            ic_std[2] = 1.0  # angles on the circle are not scaled
         stats = {
             "reference": reference,
             "pca_mean": mean,
@@ -371,8 +411,14 @@ class MixedCoordinateTransform(Bijection):
         aligned = kabsch_align(xyz[:, self.cartesian], self.reference)[0].reshape(xyz.shape[0], self.pca_mean.shape[0])
         zc = ((aligned - self.pca_mean) @ self.pca_vectors) / torch.sqrt(self.pca_values)
         r, th, ph = self._internal(xyz, self.z_matrix)
-        ph = self.ic_mean[2] + wrap_angle(ph - self.ic_mean[2])
-        ic = (torch.stack([r, th, ph], dim=1) - self.ic_mean) / self.ic_std  # (B, 3, M)
+        ic = torch.stack(
+            [
+                (r - self.ic_mean[0]) / self.ic_std[0],
+                (th - self.ic_mean[1]) / self.ic_std[1],
+                wrap_angle(ph - self.ic_mean[2]) / self.ic_std[2],  # circular: in [-π, π), exactly
+            ],
+            dim=1,
+        )  # (B, 3, M)
         z = torch.cat([zc, ic.reshape(xyz.shape[0], self.ic_mean.numel())], dim=-1)
         ladj = -(self._constant_ladj() + (2 * torch.log(r) + torch.log(torch.sin(th))).sum(-1))
         self._check_output(xyz, z, ladj)
@@ -408,5 +454,23 @@ class MixedCoordinateTransform(Bijection):
         ).sum(-1)
         return x, ladj.reshape(batch)
 
+    @property
+    def circular_indices(self) -> tuple[int, ...]:
+        r"""Flow coordinates that are angles in :math:`[-\pi, \pi)` (the torsions, last), ``()`` when not circular."""
+        n_z = self.ic_std.shape[1]
+        return tuple(range(self.dim - n_z, self.dim)) if self.circular else ()
+
+    def out_of_branch(self, z: torch.Tensor) -> torch.Tensor:
+        r"""``(*)`` bool: flow coordinates ``z`` ``(*, 3N - 6)`` with a torsion outside its principal branch
+        :math:`\varphi - \bar\varphi \in [-\pi, \pi)`. Such a point places the same atoms as the point with the torsion
+        wrapped, so a density on the flow coordinates counts that conformation more than once (always False for a
+        circular transform fed by a flow that keeps its circular coordinates in :math:`[-\pi, \pi)`)."""
+        check_features(z, self.dim, "z")
+        n_z = self.ic_std.shape[1]
+        t = z[..., self.dim - n_z :] * self.ic_std[2]
+        return ((t < -torch.pi) | (t >= torch.pi)).any(-1)
+
     def extra_repr(self) -> str:
-        return f"n_atoms={self.n_atoms}, cartesian={self.cartesian.tolist()}, dim={self.dim}"
+        return (
+            f"n_atoms={self.n_atoms}, cartesian={self.cartesian.tolist()}, dim={self.dim}, circular={self.circular}"
+        )

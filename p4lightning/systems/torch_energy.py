@@ -697,7 +697,10 @@ class _AnalyticGradient(torch.autograd.Function):
                 "TorchEnergy's gradient is analytic and first order: no second derivatives through potential() or "
                 "forward(); use terms_kj(), which autograd differentiates to any order"
             )
-        return None, grad_out.reshape((-1,) + (1,) * (grad.dim() - 1)) * grad, None
+        # Note [zero weight, zero gradient]: a row whose energy carries no weight (capped, dropped, not finite)
+        # contributes exactly 0, even where its forces are not finite (0 * NaN would poison every parameter)
+        g = grad_out.reshape((-1,) + (1,) * (grad.dim() - 1))
+        return None, torch.where(g == 0, 0.0, g * grad), None
 
 
 def openmm_gb_types() -> tuple[int, int]:

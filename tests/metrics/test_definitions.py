@@ -108,3 +108,55 @@ def test_weight_concentration_known_cases():
     one[8] = float("nan")  # a failed energy: weight 0
     c = weight_concentration(one)
     assert c["top10_weight_share"] == pytest.approx(1.0) and c["log_weight_std"] > 90
+
+
+# --- intervals, spread, correlation, reweighted fractions ---------------------------------------------------------
+from p4lightning.metrics.definitions import (  # noqa: E402
+    log_weight_robust_std,
+    replica_bootstrap_fraction,
+    reverse_ess_interval,
+    reweighted_fraction,
+    u_log_q_correlation,
+)
+
+
+def test_reverse_ess_interval_brackets_the_gaussian_truth():
+    """For Gaussian log-weights of std σ the normalised ESS tends to exp(-σ²); the interval brackets it and shrinks."""
+    g = torch.Generator().manual_seed(0)
+    sigma = 0.7
+    lw = sigma * torch.randn(50000, generator=g, dtype=torch.float64)
+    lo, hi = reverse_ess_interval(lw, 300, torch.Generator().manual_seed(1))
+    assert lo < math.exp(-sigma**2) < hi and hi - lo < 0.02
+    assert lo <= reverse_ess(lw) <= hi
+    assert reverse_ess_interval(torch.full((10,), -math.inf)) == [0.0, 0.0]
+
+
+def test_robust_std_ignores_outliers_and_correlation_is_minus_one_for_a_perfect_generator():
+    g = torch.Generator().manual_seed(0)
+    lw = 2.0 * torch.randn(20000, generator=g, dtype=torch.float64)
+    lw[:50] = 1e4
+    assert abs(log_weight_robust_std(lw) - 2.0) < 0.06
+    u = torch.randn(1000, generator=g, dtype=torch.float64)
+    assert u_log_q_correlation(u, -u - 3.0) == pytest.approx(-1.0)
+    assert math.isnan(u_log_q_correlation(torch.tensor([1.0]), torch.tensor([2.0])))
+
+
+def test_reweighted_fraction_removes_the_proposals_bias():
+    """Samples from q = N(0, 1), target p = N(1, 1): w ∝ exp(x - 1/2); P_p(x ≥ 0) = Φ(1) = 0.8413."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200000, generator=g, dtype=torch.float64)
+    out = reweighted_fraction(x >= 0, x - 0.5, 200, torch.Generator().manual_seed(1))
+    assert abs(float((x >= 0).double().mean()) - 0.5) < 0.01  # unweighted: q's fraction
+    lo, hi = out["interval95"]
+    assert lo < 0.8413 < hi and abs(out["value"] - 0.8413) < 0.005
+
+
+def test_replica_bootstrap_interval_reflects_between_replica_spread():
+    a = torch.cat([torch.ones(100), torch.zeros(100), torch.ones(50), torch.zeros(150)]).bool()
+    replica = torch.cat([torch.full((100,), 0), torch.full((100,), 1), torch.full((200,), 2)])
+    out = replica_bootstrap_fraction(a, replica, 500, torch.Generator().manual_seed(0))
+    assert out["value"] == pytest.approx(150 / 400) and out["n_replicas"] == 3
+    lo, hi = out["interval95"]
+    assert lo <= out["value"] <= hi and lo < 0.2 and hi > 0.5  # three replicas of 1.0, 0.0, 0.25: a wide interval
+    with pytest.raises(ValueError, match="same length"):
+        replica_bootstrap_fraction(a, replica[:10])

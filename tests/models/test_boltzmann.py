@@ -374,3 +374,85 @@ def test_energies_evaluate_on_the_torch_energys_device_and_return_on_the_inputs(
     model.energy = Elsewhere(alanine_dipeptide().system, 600.0)
     u = model.energies(torch.zeros(5, 22, 3, dtype=torch.float64), chunk=2)
     assert seen == [torch.device("meta")] * 3 and u.device == torch.device("cpu") and u.shape == (5,)
+
+
+# --- the spline Boltzmann generator ------------------------------------------------------------------------------
+from p4lightning.models.boltzmann import keep_lowest  # noqa: E402
+
+
+def _spline_bg(**kw):
+    args = {"flow": "spline", "mixing": "p4inv", "n_couplings": 2, "hidden": [16], "bins": 4,
+            "z_matrix": "standard", "circular_torsions": True, "n_eval_samples": 64}  # fmt: skip
+    return BoltzmannGenerator(**{**args, **kw})
+
+
+def test_spline_bg_trains_merges_and_its_log_q_is_the_density_of_its_samples(md, tmp_path):
+    pl.seed_everything(0)
+    model = _spline_bg(energy_phase_start=4, energy_batch_size=32, energy_drop_fraction=0.1, lr_schedule="cosine")
+    trainer = _trainer(8, callbacks=[P4MergeCallback(every_n_steps=3)], check_val_every_n_epoch=100)
+    trainer.fit(model, datamodule=_dm(md))
+    layers = [m for m in model.flow.modules() if isinstance(m, P4Inv)]
+    assert len(layers) == 1 and int(layers[0].merges_accepted) == 2
+    assert bool(torch.isfinite(torch.stack([p.sum() for p in model.parameters()])).all())
+    with torch.no_grad():
+        x, log_q, y = model.sample_with_coordinates(256, torch.Generator().manual_seed(0))
+        assert not bool(model.transform.out_of_branch(y).any())
+        assert float(y[:, 43:].min()) >= -torch.pi and float(y[:, 43:].max()) < torch.pi
+        # ln q of a sample is the density of that conformation: evaluating it again gives the same number
+        torch.testing.assert_close(model.log_density(x), log_q, atol=2e-3, rtol=1e-5)
+    trainer.save_checkpoint(tmp_path / "spline.ckpt")
+    loaded = BoltzmannGenerator.load_from_checkpoint(tmp_path / "spline.ckpt", map_location="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_density(x), model.log_density(x))
+
+
+def test_spline_bg_starts_from_an_init_checkpoint_and_refuses_another_architecture(md, tmp_path):
+    pl.seed_everything(0)
+    first = _spline_bg(mixing="lu")
+    trainer = _trainer(3, check_val_every_n_epoch=100)
+    trainer.fit(first, datamodule=_dm(md))
+    trainer.save_checkpoint(tmp_path / "ml.ckpt")
+    second = _spline_bg(mixing="lu", init_checkpoint=str(tmp_path / "ml.ckpt"))
+    second.trainer = None
+    second._load_init_checkpoint(str(tmp_path / "ml.ckpt"))
+    x = _dm(md)
+    x.setup()
+    with torch.no_grad():
+        torch.testing.assert_close(second.log_density(x.train[:16]), first.log_density(x.train[:16]))
+    other = _spline_bg(mixing="mask")
+    with pytest.raises(ValueError, match="another architecture"):
+        other._load_init_checkpoint(str(tmp_path / "ml.ckpt"))
+    from p4lightning._validation import InputFileError
+
+    (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputFileError, match="not a readable torch checkpoint"):
+        other._load_init_checkpoint(str(tmp_path / "garbage.ckpt"))
+
+
+def test_spline_options_are_checked():
+    with pytest.raises(ValueError, match="circular_torsions=True needs flow='spline'"):
+        BoltzmannGenerator(circular_torsions=True)
+    with pytest.raises(ValueError, match="mixing of flow='realnvp'"):
+        BoltzmannGenerator(mixing="lu")
+    with pytest.raises(ValueError, match="mixing of flow='spline'"):
+        BoltzmannGenerator(flow="spline", mixing="swap")
+    with pytest.raises(ValueError, match="energy_drop_fraction"):
+        _spline_bg(energy_drop_fraction=1.0)
+    with pytest.raises(ValueError, match="z_matrix"):
+        _spline_bg(z_matrix="fab")
+
+
+def test_keep_lowest_drops_the_highest_and_non_finite_energies():
+    u = torch.tensor([3.0, float("nan"), -1.0, 10.0, 2.0])
+    assert keep_lowest(u, 0.0).tolist() == [True] * 5
+    assert keep_lowest(u, 0.4).tolist() == [True, False, True, False, True]
+
+
+def test_cosine_learning_rate_decays_each_phase_to_zero():
+    model = _spline_bg(lr=1e-3, energy_lr=1e-4, energy_phase_start=100, lr_schedule="cosine")
+    model.trainer = pl.Trainer(max_steps=300, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    assert model.learning_rate(0) == pytest.approx(1e-3)
+    assert model.learning_rate(50) == pytest.approx(5e-4)
+    assert model.learning_rate(100) == pytest.approx(1e-4)
+    assert model.learning_rate(200) == pytest.approx(5e-5)
+    assert model.learning_rate(300) == pytest.approx(0.0, abs=1e-12)

@@ -190,3 +190,22 @@ def test_script_without_main_guard_gets_an_error_naming_the_guard(tmp_path):
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
     assert "during start-up" in last and "if __name__ == \"__main__\":" in last, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("op", ["torch", "openmm"])
+def test_coincident_atoms_give_zero_gradient_not_nan_through_the_regularised_energy(ala2, md_positions, energy, op):
+    """Two atoms on top of each other: the energy is not finite (or astronomically large); regularize_energy caps it,
+    and the capped row contributes exactly zero gradient — with either energy op — while the other rows keep theirs."""
+    from p4lightning.systems.torch_energy import TorchEnergy
+
+    x = md_positions[:3].clone().float()
+    x[1, 0] = x[1, 21]  # an ACE methyl hydrogen onto an NME methyl hydrogen (a non-bonded pair)
+    x.requires_grad_(True)
+    op_ = TorchEnergy(ala2.system, 600.0) if op == "torch" else energy
+    u = op_(x)
+    assert not bool(torch.isfinite(u[1])) or float(u[1]) > 1e9
+    u_reg, clamped = regularize_energy(u, 1e3, 1e9)
+    assert clamped.tolist() == [False, True, False]
+    (grad,) = torch.autograd.grad(u_reg.sum(), x)
+    assert bool(torch.isfinite(grad).all())
+    assert float(grad[1].abs().max()) == 0.0 and float(grad[0].abs().max()) > 0

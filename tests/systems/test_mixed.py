@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from p4lightning.systems.alanine import CARTESIAN_ATOMS, Z_MATRIX
+from p4lightning.systems.alanine import CARTESIAN_ATOMS, Z_MATRIX_BACKBONE
 from p4lightning.systems.mixed import MixedCoordinateTransform, kabsch_align, validate_z_matrix
 from p4lightning.testing import check_inverse_ladj
 
 
 @pytest.fixture(scope="module")
 def transform(md_positions):
-    return MixedCoordinateTransform.fit(md_positions, CARTESIAN_ATOMS, Z_MATRIX)
+    return MixedCoordinateTransform.fit(md_positions, CARTESIAN_ATOMS, Z_MATRIX_BACKBONE)
 
 
 def test_dimensions_and_whitening(transform, md_positions):
@@ -46,7 +46,7 @@ def test_round_trip_and_inverse_ladj_battery(transform, md_positions):
 
 
 def test_float32_round_trip_below_1e5_nm(transform, md_positions):
-    t32 = MixedCoordinateTransform.fit(md_positions, CARTESIAN_ATOMS, Z_MATRIX).float()
+    t32 = MixedCoordinateTransform.fit(md_positions, CARTESIAN_ATOMS, Z_MATRIX_BACKBONE).float()
     x = md_positions.reshape(len(md_positions), -1).float()
     err = (t32.inverse(t32(x)[0])[0] - t32.align(x)).abs().max()
     assert err < 1e-5
@@ -55,7 +55,7 @@ def test_float32_round_trip_below_1e5_nm(transform, md_positions):
 def test_inverse_ladj_equals_slogdet_of_jacobian_on_60_independent_coordinates(transform, md_positions):
     """The 66 x 60 Jacobian restricted to the coordinates (V^T (x_cart - mu), x_Z-matrix atoms)."""
     z, _ = transform(md_positions.reshape(len(md_positions), -1)[:3])
-    others = [row[0] for row in Z_MATRIX]
+    others = [row[0] for row in Z_MATRIX_BACKBONE]
 
     def embed(zz):
         xx = transform.inverse(zz)[0].reshape(22, 3)
@@ -80,13 +80,13 @@ def test_torsions_have_no_wrap_around_error(transform, md_positions):
 
 def test_shipped_z_matrix_follows_the_bond_graph(ala2):
     bonds = {frozenset((b.atom1.index, b.atom2.index)) for b in ala2.topology.bonds()}
-    validate_z_matrix(Z_MATRIX, CARTESIAN_ATOMS, 22, bonds)
+    validate_z_matrix(Z_MATRIX_BACKBONE, CARTESIAN_ATOMS, 22, bonds)
     with pytest.raises(ValueError, match="not bonded"):
-        validate_z_matrix([(7, 8, 6, 14), *Z_MATRIX[1:]], CARTESIAN_ATOMS, 22, bonds)  # H7-CA8: no bond
+        validate_z_matrix([(7, 8, 6, 14), *Z_MATRIX_BACKBONE[1:]], CARTESIAN_ATOMS, 22, bonds)  # H7-CA8: no bond
     with pytest.raises(ValueError, match="not placed yet"):
-        validate_z_matrix([Z_MATRIX[2], *Z_MATRIX], CARTESIAN_ATOMS, 22)
+        validate_z_matrix([Z_MATRIX_BACKBONE[2], *Z_MATRIX_BACKBONE], CARTESIAN_ATOMS, 22)
     with pytest.raises(ValueError, match="missing"):
-        validate_z_matrix(Z_MATRIX[:-1], CARTESIAN_ATOMS, 22)
+        validate_z_matrix(Z_MATRIX_BACKBONE[:-1], CARTESIAN_ATOMS, 22)
 
 
 def test_bad_inputs_raise(transform):
@@ -101,13 +101,13 @@ def test_bad_inputs_raise(transform):
 
 
 def test_empty_then_fit_in_place_and_state_dict_round_trip(transform, md_positions):
-    empty = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX)
+    empty = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX_BACKBONE)
     assert not bool(empty.fitted)
     empty.load_state_dict(transform.state_dict())
     assert bool(empty.fitted)
     x = md_positions.reshape(len(md_positions), -1)[:5]
     torch.testing.assert_close(empty(x)[0], transform(x)[0])
-    refit = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX).fit_(md_positions)
+    refit = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX_BACKBONE).fit_(md_positions)
     torch.testing.assert_close(refit(x)[0], transform(x)[0])
     with pytest.raises(ValueError, match=r"positions must have shape \(F, 22, 3\) with F >= 15 frames"):
         refit.fit_(md_positions[:4])
@@ -128,15 +128,15 @@ def test_degenerate_geometry_is_named(transform, md_positions):
 def test_fit_refuses_identical_frames(md_positions):
     same = md_positions[:1].expand(40, 22, 3).clone()
     with pytest.raises(ValueError, match="identical or rigidly moved frames"):
-        MixedCoordinateTransform.fit(same, CARTESIAN_ATOMS, Z_MATRIX)
+        MixedCoordinateTransform.fit(same, CARTESIAN_ATOMS, Z_MATRIX_BACKBONE)
     moved = md_positions[:40].clone()
     moved[:, 0] = moved[0, 0] - moved[0, 1] + moved[:, 1]  # HH31 rigid with CH3: its bond length is constant
     with pytest.raises(ValueError, match=r"the bond of Z-matrix atom 0 \(row 4\) is constant"):
-        MixedCoordinateTransform.fit(moved, CARTESIAN_ATOMS, Z_MATRIX)
+        MixedCoordinateTransform.fit(moved, CARTESIAN_ATOMS, Z_MATRIX_BACKBONE)
 
 
 def test_unfitted_transform_and_dtype_mismatch_raise(transform, md_positions):
-    empty = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX)
+    empty = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX_BACKBONE)
     with pytest.raises(RuntimeError, match="not fitted"):
         empty(md_positions[:2].reshape(2, -1))
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -156,7 +156,7 @@ def test_levelled_inverse_matches_atom_by_atom_placement(transform):
     cart = (z[:, :9] * transform.pca_values.sqrt()) @ transform.pca_vectors.T + transform.pca_mean
     r, th, ph = (z[:, 9:].reshape(8, 3, -1) * transform.ic_std + transform.ic_mean).unbind(1)
     atoms = dict(zip(CARTESIAN_ATOMS, cart.reshape(8, -1, 3).unbind(1), strict=True))
-    for row, (i, j, k, t) in enumerate(Z_MATRIX):
+    for row, (i, j, k, t) in enumerate(Z_MATRIX_BACKBONE):
         atoms[i] = place(atoms[j], atoms[k], atoms[t], r[:, row], th[:, row], ph[:, row])
     expected = torch.stack([atoms[a] for a in range(22)], dim=1).reshape(8, 66)
     torch.testing.assert_close(x, expected, atol=1e-14, rtol=0)
@@ -168,3 +168,89 @@ def test_empty_batch_gives_empty_outputs(transform):
     assert z.shape == (0, 60) and ladj.shape == (0,)
     x, ladj = transform.inverse(torch.zeros(0, 60, dtype=torch.float64))
     assert x.shape == (0, 66) and ladj.shape == (0,)
+
+
+# --- the standard Z-matrix and torsions on the circle -------------------------------------------------------------
+from p4lightning.systems.alanine import Z_MATRIX_STANDARD  # noqa: E402
+from p4lightning.systems.internal import torsion  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def circular(md_positions):
+    return MixedCoordinateTransform.fit(md_positions, CARTESIAN_ATOMS, Z_MATRIX_STANDARD, circular=True)
+
+
+def test_standard_z_matrix_follows_the_bond_graph_with_sibling_torsions(ala2):
+    bonds = {frozenset((b.atom1.index, b.atom2.index)) for b in ala2.topology.bonds()}
+    validate_z_matrix(Z_MATRIX_STANDARD, CARTESIAN_ATOMS, 22, bonds)
+    siblings = [row for row in Z_MATRIX_STANDARD if frozenset((row[1], row[3])) in bonds]
+    assert {row[0] for row in siblings} == {2, 3, 7, 12, 13, 15, 20, 21}
+    with pytest.raises(ValueError, match="bonded neither"):
+        bad = list(Z_MATRIX_STANDARD)
+        bad[8] = (12, 10, 8, 7)  # HB2's torsion to ALA H: bonded neither to CA nor to CB
+        validate_z_matrix(bad, CARTESIAN_ATOMS, 22, bonds)
+
+
+def test_standard_z_matrix_leaves_only_the_rotors_broad(md_positions):
+    """Circular standard deviation sqrt(-2 ln R) of each Z-matrix torsion on MD: the sibling-relative table has the
+    three methyl rotors and psi broad (> 1 rad); the backbone table smears every methyl hydrogen and ALA O."""
+
+    def broad(z_matrix):
+        zm = torch.tensor(z_matrix)
+        t = torsion(*(md_positions[:, zm[:, c]] for c in range(4)))
+        r = torch.sqrt(torch.cos(t).mean(0) ** 2 + torch.sin(t).mean(0) ** 2)
+        return {z_matrix[i][0] for i in torch.nonzero(torch.sqrt(-2 * torch.log(r)) > 1.0).flatten().tolist()}
+
+    assert broad(Z_MATRIX_STANDARD) <= {0, 11, 19, 16, 4}  # three methyl rotors, psi (phi: two basins)
+    assert {0, 11, 19} <= broad(Z_MATRIX_STANDARD)  # psi too on long MD; this short run may stay in one basin
+    assert len(broad(Z_MATRIX_BACKBONE)) >= 9
+
+
+def test_circular_transform_puts_torsions_in_the_principal_branch_and_round_trips(circular, md_positions):
+    x = md_positions.reshape(len(md_positions), -1)
+    z, ladj = circular(x)
+    angles = z[:, circular.circular_indices]
+    assert circular.circular_indices == tuple(range(43, 60))
+    assert float(angles.min()) >= -torch.pi and float(angles.max()) < torch.pi
+    torch.testing.assert_close(circular.ic_std[2], torch.ones(17))
+    torch.testing.assert_close(circular.inverse(z)[0], circular.align(x), atol=1e-12, rtol=0)
+    check_inverse_ladj(circular, x[:8])
+    assert not bool(circular.out_of_branch(z).any())
+    # any point of the torus maps back to itself: z -> x -> z
+    zs = 0.8 * torch.randn(16, 60)
+    zs[:, 43:] = torch.rand(16, 17) * 2 * torch.pi - torch.pi
+    torch.testing.assert_close(circular(circular.inverse(zs)[0])[0], zs, atol=1e-9, rtol=0)
+
+
+def test_circular_density_is_equal_at_plus_minus_pi(circular):
+    """A torsion coordinate at -π and at +π is the same conformation: the same positions and the same ladj."""
+    zs = 0.5 * torch.randn(4, 60)
+    zs[:, 43:] = 0.0
+    lo, hi = zs.clone(), zs.clone()
+    lo[:, 50], hi[:, 50] = -torch.pi, torch.pi
+    (xa, la), (xb, lb) = circular.inverse(lo), circular.inverse(hi)
+    torch.testing.assert_close(xa, xb, atol=1e-12, rtol=0)
+    torch.testing.assert_close(la, lb)
+    back = circular(xb)[0][:, 50]
+    assert float(back.min()) >= -torch.pi and float(back.max()) < torch.pi  # the branch is [-π, π)
+    on_circle = torch.remainder(back + torch.pi + 0.5, 2 * torch.pi) - 0.5  # distance from -π along the circle
+    assert float(on_circle.abs().max()) < 1e-9
+
+
+def test_out_of_branch_counts_unwrapped_torsions(transform):
+    z = torch.zeros(3, 60)
+    z[1, 59] = 1.01 * torch.pi / transform.ic_std[2, -1]
+    z[2, 45] = -1.01 * torch.pi / transform.ic_std[2, 2]
+    assert transform.out_of_branch(z).tolist() == [False, True, True]
+
+
+def test_circular_option_is_saved_and_checked_on_load(circular, transform):
+    state = circular.state_dict()
+    assert bool(state["circular_torsions"])
+    other = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX_STANDARD)
+    with pytest.raises(ValueError, match="circular=True"):
+        other.load_state_dict(state)
+    legacy = {k: v for k, v in transform.state_dict().items() if k != "circular_torsions"}  # before the option
+    fresh = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX_BACKBONE)
+    fresh.load_state_dict(legacy)
+    assert not fresh.circular and bool(fresh.fitted)
