@@ -419,8 +419,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         self._sample_metrics("test")
 
     def _sample_metrics(self, prefix: str) -> None:
-        """Energy statistics, reverse ESS and Ramachandran KL of ``n_eval_samples`` samples against the held-out
-        frames seen in this epoch (logged as ``{prefix}/...``)."""
+        """Energy statistics, reverse ESS, Ramachandran KL and the φ ≥ 0 fraction (plain and reweighted) of
+        ``n_eval_samples`` samples against the held-out frames seen in this epoch (logged as ``{prefix}/...``)."""
         if self.energy is None:
             return
         out = self.evaluate_samples(self.hparams.n_eval_samples, generator=self.generator(_VAL_SAMPLES))
@@ -440,6 +440,15 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         )
         for metric in (self.val_energy, self.val_ess, self.val_ramachandran):
             metric.reset()
+        # the minor basin, watched through training (reverse KL is mode-seeking): its share among the samples and
+        # its importance-reweighted share (this rank's samples; averaged over ranks)
+        phi_pos = (phi_psi(out["x"])[0] >= 0).double()
+        w = torch.softmax(torch.nan_to_num(out["log_w"], nan=-torch.inf), 0)
+        self.log_dict(
+            {f"{prefix}/phi_positive_fraction": float(phi_pos.mean()),
+             f"{prefix}/phi_positive_reweighted": float((w * phi_pos).sum())},
+            sync_dist=True,
+        )  # fmt: skip
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam (the paper's), fused: one kernel over all 600-750 parameter tensors instead of ~10 small

@@ -288,7 +288,10 @@ def test_trainer_test_reports_nll_and_sample_metrics_on_the_test_split(md):
     trainer = _trainer(2)
     trainer.fit(model, datamodule=dm)
     (result,) = trainer.test(model, datamodule=dm, verbose=False)
-    for key in ("test/nll", "test/energy_mean", "test/low_energy_fraction", "test/ess", "test/ramachandran_kl"):
+    keys = ("test/nll", "test/energy_mean", "test/low_energy_fraction", "test/ess", "test/ramachandran_kl",
+            "test/phi_positive_fraction", "test/phi_positive_reweighted")
+    assert 0 <= result["test/phi_positive_reweighted"] <= 1
+    for key in keys:
         assert key in result and result[key] == result[key]  # present, not NaN
 
 
