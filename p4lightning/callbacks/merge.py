@@ -35,7 +35,7 @@ from typing_extensions import override
 
 from p4lightning._validation import check_positive_int
 from p4lightning.p4.protocol import MergeStatus, P4Module, find_p4_modules
-from p4lightning.p4.schedule import MergeReport, MergeSchedule
+from p4lightning.p4.schedule import MergeReport, MergeSchedule, OptimizerStatePolicy
 
 __all__ = ["P4MergeCallback"]
 
@@ -55,8 +55,11 @@ class P4MergeCallback(pl.Callback):
         every_n_steps: :math:`N`, optimizer steps between merge rounds (paper App. H: 100).
         force_every_n_merges: :math:`N_\text{force}` (paper: 10); 0 never forces.
         correct_every_n_merges: :math:`N_\text{correct}` (paper: 50); 0 never corrects.
-        reset_optimizer_state: after a merge, drop the optimizer state (moments, momentum) of the reset
-            perturbation parameters, for any ``torch.optim`` optimizer.
+        reset_optimizer_state: what a merge does to the optimizer state of the reset perturbations, for any
+            ``torch.optim`` optimizer: ``"redrawn"`` (default, the reference implementation's: drop the state of the
+            parameters re-drawn from noise, P⁴Inv's ``v``; ``u`` keeps its moments), ``"all"`` (drop ``u``'s too)
+            or ``"none"``. See :class:`~p4lightning.p4.schedule.MergeSchedule`; saved in the checkpoint and
+            checked on resume.
         seed: seed of the generator that re-draws perturbations (identical on all ranks).
         log_merges: log merge statistics through ``pl_module.log`` after every round.
         probe_inverse: also log every module's :meth:`~p4lightning.p4.protocol.P4Module.diagnostics` (for
@@ -77,7 +80,7 @@ class P4MergeCallback(pl.Callback):
         every_n_steps: int = 100,
         force_every_n_merges: int = 10,
         correct_every_n_merges: int = 50,
-        reset_optimizer_state: bool = True,
+        reset_optimizer_state: OptimizerStatePolicy = "redrawn",
         seed: int = 0,
         log_merges: bool = True,
         probe_inverse: bool = True,
@@ -85,8 +88,9 @@ class P4MergeCallback(pl.Callback):
         warn_window: int = 20,
     ) -> None:
         super().__init__()
-        self.schedule = MergeSchedule(every_n_steps, force_every_n_merges, correct_every_n_merges, seed)
-        self.reset_optimizer_state = bool(reset_optimizer_state)
+        self.schedule = MergeSchedule(
+            every_n_steps, force_every_n_merges, correct_every_n_merges, seed, reset_optimizer_state
+        )
         self.log_merges = bool(log_merges)
         self.probe_inverse = bool(probe_inverse)
         if not 0.0 < warn_refused_fraction <= 1.0:
@@ -136,8 +140,7 @@ class P4MergeCallback(pl.Callback):
         step = trainer.global_step  # optimizer steps completed: correct under gradient accumulation
         if not self.schedule.should_merge(step):
             return
-        optimizers = trainer.optimizers if self.reset_optimizer_state else None
-        report = self.schedule.merge_now(self._modules, step, optimizers)
+        report = self.schedule.merge_now(self._modules, step, trainer.optimizers)
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             self._broadcast_from_rank_zero(trainer)
         self.last_report = report

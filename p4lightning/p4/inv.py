@@ -319,6 +319,10 @@ class P4Inv(P4Module, Bijection):
         yield self.u
         yield self.v
 
+    def redrawn_parameters(self) -> Iterator[nn.Parameter]:
+        r""":math:`\mathbf{v}` (re-drawn from noise at a reset; :math:`\mathbf{u}` is set to 0)."""
+        yield self.v
+
     @torch.no_grad()
     def reset_perturbation(self, generator: torch.Generator | None = None) -> None:
         r"""Reset in place to :math:`\mathbf{u} = 0`, :math:`\mathbf{v} \sim \mathcal{N}(0, \mathbf{I}_n)` (Alg. 2).

@@ -175,6 +175,12 @@ class P4Module(nn.Module, ABC):
     def perturbation_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters that a merge resets (their optimizer state should be reset with them)."""
 
+    def redrawn_parameters(self) -> Iterator[nn.Parameter]:
+        """The perturbation parameters that a reset re-draws from noise (default: all of them). Their optimizer
+        history belongs to a vector that no longer exists; the others (e.g. P⁴Inv's ``u``, reset to 0) keep a
+        direction that stays meaningful after the merge (see :class:`~p4lightning.p4.schedule.MergeSchedule`)."""
+        return self.perturbation_parameters()
+
     def penalty(self) -> torch.Tensor:
         """A differentiable penalty that keeps the perturbation away from ill-conditioned updates (scalar)."""
         p = next(self.perturbation_parameters())

@@ -25,15 +25,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from p4lightning._validation import check_positive_int
+from p4lightning._validation import check_choice, check_positive_int
 from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module, find_p4_modules
 
-__all__ = ["MergeReport", "MergeSchedule", "reset_optimizer_state"]
+__all__ = ["OPTIMIZER_STATE_POLICIES", "MergeReport", "MergeSchedule", "OptimizerStatePolicy", "reset_optimizer_state"]
+
+#: What a merge round does to the optimizer state of the perturbations it reset (see :class:`MergeSchedule`).
+OPTIMIZER_STATE_POLICIES = ("redrawn", "all", "none")
+OptimizerStatePolicy = Literal["redrawn", "all", "none"]
 
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, parameters: Iterable[torch.Tensor]) -> int:
@@ -83,6 +87,21 @@ class MergeSchedule:
         correct_every_n_merges: :math:`N_\text{correct}`: every this many rounds each module's
             :meth:`~P4Module.correct` runs (0: never).
         seed: seed of the generator that re-draws perturbations (identical on all ranks).
+        reset_optimizer_state: what a round does to the optimizer state (any ``torch.optim`` optimizer: Adam's
+            moments and step count, SGD's momentum, ...) of the perturbations it reset:
+
+            * ``"redrawn"`` (default, the reference implementation's): drop the state of the parameters re-drawn
+              from noise (:meth:`~P4Module.redrawn_parameters`: P⁴Inv's :math:`\mathbf{v}`, both of P⁴Orth's
+              vectors). P⁴Inv's :math:`\mathbf{u}`, reset to 0, keeps its moments: after the merge its gradient
+              direction is still the one Adam's history estimated (:math:`\partial L/\partial\mathbf{u} =
+              (\partial L/\partial\tilde{\mathbf{A}})\,\mathbf{v}`, with a new :math:`\mathbf{v}`), so the next
+              steps continue at Adam's adapted scale instead of restarting its bias-corrected warm-up.
+            * ``"all"``: drop the state of every reset parameter (:math:`\mathbf{u}` and :math:`\mathbf{v}`): each
+              round restarts Adam for the perturbation, its first steps of size ~lr in every coordinate.
+            * ``"none"``: keep every state (the redrawn :math:`\mathbf{v}` inherits the old one's moments).
+
+            Applied only when :meth:`step` / :meth:`merge_now` get an optimizer. Saved in :meth:`state_dict`; a
+            checkpoint with another policy is refused on load.
 
     All counters and the generator state are in :meth:`state_dict`.
     """
@@ -93,6 +112,7 @@ class MergeSchedule:
         force_every_n_merges: int = 10,
         correct_every_n_merges: int = 50,
         seed: int = 0,
+        reset_optimizer_state: OptimizerStatePolicy = "redrawn",
     ) -> None:
         self.every_n_steps = check_positive_int(every_n_steps, "every_n_steps")
         self.force_every_n_merges = check_positive_int(
@@ -102,6 +122,7 @@ class MergeSchedule:
             correct_every_n_merges, "correct_every_n_merges", minimum=0
         )
         self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.reset_optimizer_state = check_choice(reset_optimizer_state, OPTIMIZER_STATE_POLICIES, "reset_optimizer_state")
         self.generator = torch.Generator().manual_seed(seed)
         self.rounds = 0
         self.last_merged_step = -1
@@ -126,7 +147,8 @@ class MergeSchedule:
         Args:
             model: a model (its P⁴ modules are found with :func:`find_p4_modules`) or ``(name, module)`` pairs.
             step: number of optimizer steps completed so far.
-            optimizer: optimizer(s) whose state for reset perturbations is dropped (``None``: keep state).
+            optimizer: optimizer(s) whose state for reset perturbations is dropped as ``reset_optimizer_state``
+                says (``None``: keep all state).
         """
         if not self.should_merge(step):
             return None
@@ -152,8 +174,12 @@ class MergeSchedule:
             outcome = module.merge(force=forced, generator=self.generator)
             report.outcomes[name] = outcome
             self.totals[outcome.status.value] += 1
-            if outcome.perturbation_reset:
-                reset_params.extend(module.perturbation_parameters())
+            if outcome.perturbation_reset and self.reset_optimizer_state != "none":
+                reset_params.extend(
+                    module.redrawn_parameters()
+                    if self.reset_optimizer_state == "redrawn"
+                    else module.perturbation_parameters()
+                )
             if corrected:
                 module.correct()
         if corrected:
@@ -183,6 +209,7 @@ class MergeSchedule:
             "force_every_n_merges": self.force_every_n_merges,
             "correct_every_n_merges": self.correct_every_n_merges,
             "seed": self.seed,
+            "reset_optimizer_state": self.reset_optimizer_state,
             "rounds": self.rounds,
             "last_merged_step": self.last_merged_step,
             "totals": dict(self.totals),
@@ -198,6 +225,13 @@ class MergeSchedule:
                     f"checkpointed {key}={state[key]} differs from this schedule's {key}={getattr(self, key)}; "
                     "resuming would shift the merge schedule"
                 )
+        # a checkpoint written before the policy was saved carries no record of it: nothing to compare
+        saved = state.get("reset_optimizer_state", self.reset_optimizer_state)
+        if saved != self.reset_optimizer_state:
+            raise ValueError(
+                f"checkpointed reset_optimizer_state={saved!r} differs from this schedule's "
+                f"{self.reset_optimizer_state!r}; resuming would change what merges do to the optimizer state"
+            )
         self.rounds = int(state["rounds"])
         self.last_merged_step = int(state["last_merged_step"])
         self.totals = {s.value: int(state["totals"].get(s.value, 0)) for s in MergeStatus}

@@ -91,12 +91,13 @@ def test_optimizer_state_of_merged_perturbation_is_reset_and_parameters_keep_ide
     assert (id(model.layer.u), id(model.layer.v)) == ids
     opt = trainer.optimizers[0]
     assert all(p is q for p, q in zip(opt.param_groups[0]["params"], model.parameters(), strict=True))
-    assert spy.state_after == [(False, False)] * 4  # forced every round -> always reset
-    # without resetting, Adam keeps its moments
-    pl.seed_everything(0)
-    keep = _Spy(every_n_steps=3, force_every_n_merges=1, reset_optimizer_state=False)
-    _trainer(callbacks=[keep]).fit(LinearFit(5, lr=1e-3, optimizer="adam"), datamodule=_data())
-    assert keep.state_after == [(True, True)] * 4
+    # forced every round -> always reset; the default drops the state of the re-drawn v only (u keeps its moments)
+    assert spy.state_after == [(True, False)] * 4
+    for policy, after in (("all", (False, False)), ("none", (True, True))):
+        pl.seed_everything(0)
+        other = _Spy(every_n_steps=3, force_every_n_merges=1, reset_optimizer_state=policy)
+        _trainer(callbacks=[other]).fit(LinearFit(5, lr=1e-3, optimizer="adam"), datamodule=_data())
+        assert other.state_after == [after] * 4, policy
 
 
 def _fit_linear(max_epochs, ckpt_path=None, save_to=None, tmp_path=None):
@@ -191,6 +192,18 @@ def test_resume_with_changed_settings_is_refused_not_silently_restarted(tmp_path
     trainer.save_checkpoint(tmp_path / "run.ckpt")
     resumed = _trainer(callbacks=[P4MergeCallback(every_n_steps=3)], max_epochs=2)
     with pytest.raises(ValueError, match="checkpointed every_n_steps=2 differs from this schedule's every_n_steps=3"):
+        resumed.fit(LinearFit(5), datamodule=_data(), ckpt_path=str(tmp_path / "run.ckpt"))
+
+
+def test_resume_with_another_optimizer_state_policy_is_refused(tmp_path):
+    pl.seed_everything(0)
+    trainer = _trainer(callbacks=[P4MergeCallback(every_n_steps=2, reset_optimizer_state="all")])
+    trainer.fit(LinearFit(5), datamodule=_data())
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    saved = torch.load(tmp_path / "run.ckpt", weights_only=False)["callbacks"]["P4MergeCallback"]
+    assert saved["schedule"]["reset_optimizer_state"] == "all"
+    resumed = _trainer(callbacks=[P4MergeCallback(every_n_steps=2)], max_epochs=2)
+    with pytest.raises(ValueError, match="reset_optimizer_state='all' differs from this schedule's 'redrawn'"):
         resumed.fit(LinearFit(5), datamodule=_data(), ckpt_path=str(tmp_path / "run.ckpt"))
 
 

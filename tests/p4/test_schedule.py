@@ -117,3 +117,42 @@ def test_pickle_round_trip_keeps_generator_state():
     assert torch.equal(
         torch.randn(4, generator=clone.generator), torch.randn(4, generator=schedule.generator)
     )
+
+
+# --- what a merge does to the optimizer state -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("policy", "kept"), [("redrawn", {"u"}), ("all", set()), ("none", {"u", "v"})]
+)
+def test_optimizer_state_policy_after_a_merge(policy, kept):
+    """Adam's moments of u and v after an accepted merge: 'redrawn' drops v's (re-drawn from noise) and keeps u's,
+    'all' drops both, 'none' keeps both; the bias is never touched."""
+    layer = P4Inv(4)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(torch.randn(8, 4))[0].square().sum().backward()
+        opt.step()
+    before = {name: opt.state[getattr(layer, name)]["exp_avg"].clone() for name in ("u", "v", "bias")}
+    schedule = MergeSchedule(every_n_steps=1, force_every_n_merges=1, reset_optimizer_state=policy)
+    report = schedule.step(layer, 1, opt)
+    assert report.outcomes[""].accepted
+    for name in ("u", "v"):
+        param = getattr(layer, name)
+        assert (param in opt.state) == (name in kept), name
+        if name in kept:
+            torch.testing.assert_close(opt.state[param]["exp_avg"], before[name])
+    torch.testing.assert_close(opt.state[layer.bias]["exp_avg"], before["bias"])
+    opt.step()  # a dropped state re-initialises lazily
+
+
+def test_optimizer_state_policy_is_in_the_state_dict_and_checked_on_load():
+    a = MergeSchedule(reset_optimizer_state="all")
+    state = a.state_dict()
+    assert state["reset_optimizer_state"] == "all"
+    MergeSchedule(reset_optimizer_state="all").load_state_dict(state)
+    with pytest.raises(ValueError, match="reset_optimizer_state='all' differs"):
+        MergeSchedule().load_state_dict(state)
+    legacy = {k: v for k, v in state.items() if k != "reset_optimizer_state"}  # saved before the option
+    MergeSchedule().load_state_dict(legacy)
+    with pytest.raises(ValueError, match="reset_optimizer_state"):
+        MergeSchedule(reset_optimizer_state="v")
