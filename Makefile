@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 # (docs/benchmarks/thread_policy.md; OMP_WAIT_POLICY=PASSIVE measured 2x slower)
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo reproduction linear test lint bench clean
+.PHONY: setup demo spline mixing reproduction linear test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,9 +26,19 @@ EVAL_MD := --trajectory '$(REPLICAS)/replica_03[6-9].dcd' --floor-trajectory '$(
 
 demo: setup
 	$(VENV)/bin/p4lightning fit --config configs/bg/demo.yaml
-	$(VENV)/bin/p4lightning evaluate --ckpt runs/bg_demo/checkpoints/last.ckpt checkpoints/paper_p4inv.ckpt \
-		--name demo paper_p4inv $(EVAL_MD) --n 5000 --out docs/bg_demo/evaluation --force
-	@echo "demo run: docs/bg_demo/   metric table and figures (demo and paper model): docs/bg_demo/evaluation/"
+	$(VENV)/bin/p4lightning evaluate --ckpt runs/bg_demo/checkpoints/last.ckpt checkpoints/spline_p4inv.ckpt \
+		--name demo spline_p4inv $(EVAL_MD) --n 10000 --out docs/bg_demo/evaluation --force
+	@echo "demo run: docs/bg_demo/   metric table and figures (demo and headline model): docs/bg_demo/evaluation/"
+
+# the headline spline BG on 10^5 samples, beside the best and the paper's RealNVP-P4Inv models
+spline: setup
+	$(VENV)/bin/p4lightning evaluate --ckpt checkpoints/spline_p4inv.ckpt checkpoints/improved_p4inv.ckpt \
+		checkpoints/paper_p4inv.ckpt --name spline_P4Inv P4Inv_improved P4Inv $(EVAL_MD) --n 100000 \
+		--out docs/spline_bg --force
+
+# p4inv vs mask vs lu mixing, two seeds each, on the demo's flow and protocol (about 40 min on 2 cores)
+mixing: setup
+	$(PY) -m p4lightning.experiments.mixing_study --config configs/bg/mixing_study.yaml --out docs/reproduction/mixing --force
 
 reproduction: setup
 	$(VENV)/bin/p4lightning evaluate --ckpt checkpoints/paper_rnvp.ckpt checkpoints/paper_p4inv.ckpt \
@@ -54,6 +64,8 @@ bench: setup
 	$(PY) benchmarks/bg_step.py --rounds 8 --block 5 --energy --out docs/benchmarks/bg_step
 	$(PY) benchmarks/mixed_inverse.py --rounds 15 --block 50 --out docs/benchmarks/mixed_inverse
 	$(PY) benchmarks/host_scalars.py --rounds 10 --block 10 --out docs/benchmarks/host_scalars
+	$(PY) -m pip install --quiet --no-deps normflows==1.7.3
+	$(PY) benchmarks/spline_step.py --rounds 8 --block 3 --out docs/benchmarks/spline_step
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,3 +8,23 @@ def test_default_policy_reaches_the_reference_final_mse_on_every_seed():
     assert max(finals.values()) <= 1e-6, finals
     # dropping u's moments too (p4lightning's earlier policy) stalls by orders of magnitude on some seed
     assert max(two_layer_problem("all", seed) for seed in range(5)) > 1e-4
+
+
+def test_bg_config_is_an_ml_only_run_with_the_policy_and_its_own_outputs():
+    from pathlib import Path
+
+    import yaml
+
+    from p4lightning.experiments.merge_policy import bg_config
+
+    root = Path(__file__).parents[2]
+    base = yaml.safe_load((root / "configs/bg/paper_p4inv.yaml").read_text())
+    cfg = bg_config(base, "none", 2, 5000, 1000, Path("runs/p/none_seed2"))
+    assert cfg["model"]["init_args"]["energy_phase_start"] is None and cfg["seed_everything"] == 2
+    assert cfg["trainer"]["max_steps"] == 5000 and cfg["trainer"]["val_check_interval"] == 1000
+    (merge,) = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("P4MergeCallback")]
+    assert merge["init_args"]["reset_optimizer_state"] == "none"
+    assert merge["init_args"]["every_n_steps"] == 100  # the paper's schedule is kept
+    assert all("runs/p/none_seed2" in str(c["init_args"].get("dirpath", "runs/p/none_seed2"))
+               for c in cfg["trainer"]["callbacks"])  # fmt: skip
+    assert base["model"]["init_args"]["energy_phase_start"] == 40000  # the base is untouched
