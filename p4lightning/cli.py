@@ -358,11 +358,16 @@ def _evaluate_sample_folder(
 
 
 def _with_interval(value: Any, interval: Any, fmt: str = ".4f") -> str:
+    """``value [low, high]``; values below 10⁻³ in scientific notation (an ESS of 1e-5 is not 0.0000)."""
+
+    def g(v: float) -> str:
+        return format(v, ".1e") if 0 < abs(v) < 1e-3 else format(v, fmt)
+
     if value is None:
         return "n/a"
     if not interval:
-        return format(value, fmt)
-    return f"{value:{fmt}} [{interval[0]:{fmt}}, {interval[1]:{fmt}}]"
+        return g(value)
+    return f"{g(value)} [{g(interval[0])}, {g(interval[1])}]"
 
 
 def _reweighted_phi(m: dict[str, Any]) -> str:
@@ -393,14 +398,18 @@ def _format_table(table: dict[str, dict[str, Any]]) -> str:
         ("99th percentile of u (k_BT)", lambda m: f(m["samples"]["p99"], ".1f"), None),
         ("low-energy fraction", lambda m: f(m["samples"]["low_energy_fraction"], ".4f"),
          lambda fl: f(fl["low_energy_fraction"], ".4f")),
-        ("reverse ESS [95 % bootstrap interval]", lambda m: _with_interval(m["reverse_ess"], m.get("reverse_ess_interval95")),
+        ("reverse ESS, MD's labeling [95 % bootstrap interval]",
+         lambda m: _with_interval(m.get("reverse_ess_labeled"), m.get("reverse_ess_labeled_interval95")), None),
+        ("samples with another labeling (methyl H order, CA chirality)",
+         lambda m: f(m.get("other_labeling_fraction"), ".4f"), None),
+        ("reverse ESS, all samples [95 %]", lambda m: _with_interval(m["reverse_ess"], m.get("reverse_ess_interval95")),
          None),
         ("reverse ESS, clipped 1e-4", lambda m: f(m["reverse_ess_clipped"], ".4f"), None),
         ("std of log-weights (nats)", lambda m: f(m.get("log_weight_std"), ".1f"), None),
         ("robust std of log-weights (nats)", lambda m: f(m.get("log_weight_robust_std"), ".2f"), None),
         ("corr(u, ln q) (perfect: −1)", lambda m: f(m.get("corr_u_log_q"), ".3f"), None),
         ("samples with a torsion out of branch", lambda m: f(m.get("out_of_branch_fraction"), ".4f"), None),
-        ("reweighted φ ≥ 0 fraction [95 %] (MD, by replica)",
+        ("reweighted φ ≥ 0 fraction, MD's labeling [95 %] (MD, by replica)",
          lambda m: _reweighted_phi(m), None),
         ("weight share of the top 10 samples", lambda m: f(m.get("top10_weight_share"), ".3f"), None),
         ("forward ESS", lambda m: f(m["forward_ess"], ".2e"), None),

@@ -18,8 +18,9 @@ generator's density in Cartesian coordinates (nm⁻⁶⁰ over the 60 internal d
 * **Robust spread** of the log-weights: :math:`1.4826\,\operatorname{median}|\ln w - \operatorname{median}\ln w|`
   (the standard deviation for Gaussian :math:`\ln w`, blind to a few outliers). For Gaussian log-weights of
   standard deviation :math:`\sigma` the ESS is :math:`e^{-\sigma^2}`: 50 % needs :math:`\sigma \lesssim 0.83`.
-* **corr(u, ln q)**: the Pearson correlation of the samples' energies and log-densities; :math:`-1` for a perfect
-  generator (:math:`\ln q = -u - \ln Z`).
+* **corr(u, ln q)**: the rank (Spearman) correlation of the samples' energies and log-densities; :math:`-1` for a
+  perfect generator (:math:`\ln q = -u - \ln Z`). Ranks, because a handful of clashes at :math:`u \sim 10^6` would
+  decide a Pearson correlation alone.
 * **Reweighted fraction** of an observable :math:`A \in \{0, 1\}` (e.g. φ ≥ 0):
   :math:`\sum_i w_i A(x_i) / \sum_i w_i` — the unbiased estimate a user computes with a generator — with a bootstrap
   interval over samples; for MD the plain fraction with a bootstrap interval over *whole replicas* (frames within a
@@ -189,15 +190,16 @@ def log_weight_robust_std(log_w: torch.Tensor) -> float:
 
 
 def u_log_q_correlation(u: torch.Tensor, log_q: torch.Tensor) -> float:
-    """Pearson correlation of reduced energies ``u`` ``(N,)`` and log-densities ``log_q`` ``(N,)`` over the samples
-    where both are finite; ``-1`` for a perfect generator."""
+    """Spearman (rank) correlation of reduced energies ``u`` ``(N,)`` and log-densities ``log_q`` ``(N,)`` over the
+    samples where both are finite; ``-1`` for a perfect generator (ties ranked by position)."""
     u, lq = _flat(u, "u"), _flat(log_q, "log_q")
     if len(u) != len(lq):
         raise ValueError(f"u and log_q must have the same length; got {len(u)} and {len(lq)}")
     ok = torch.isfinite(u) & torch.isfinite(lq)
     if int(ok.sum()) < 2:
         return math.nan
-    return float(torch.corrcoef(torch.stack([u[ok], lq[ok]]))[0, 1])
+    ranks = torch.stack([torch.argsort(torch.argsort(v[ok])) for v in (u, lq)]).double()
+    return float(torch.corrcoef(ranks)[0, 1])
 
 
 def reweighted_fraction(

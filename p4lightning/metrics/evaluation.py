@@ -42,7 +42,7 @@ from p4lightning.metrics.definitions import (
     weight_concentration,
 )
 from p4lightning.systems.alanine import N_ATOMS
-from p4lightning.systems.observables import phi_psi
+from p4lightning.systems.observables import phi_psi, same_labeling
 
 __all__ = ["HAMILTONIAN", "Evaluation", "evaluate_model", "floor_subset", "score", "write_json"]
 
@@ -117,8 +117,15 @@ def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]
     m["out_of_branch_fraction"] = (
         float(ev.samples_out_of_branch.double().mean()) if ev.samples_out_of_branch is not None else None
     )
+    labeled = same_labeling(ev.samples_x.reshape(-1, N_ATOMS, 3).double(), ev.md_x.reshape(-1, N_ATOMS, 3).double())
+    m["other_labeling_fraction"] = 1.0 - float(labeled.double().mean())
     if ev.samples_log_q is not None:
         log_w = -ev.samples_u - ev.samples_log_q
+        # the target restricted to MD's labeling (observables.py): samples with another labeling get weight 0
+        log_w_labeled = torch.where(labeled, log_w, -math.inf)
+        m["reverse_ess_labeled"] = reverse_ess(log_w_labeled)
+        m["reverse_ess_labeled_interval95"] = reverse_ess_interval(log_w_labeled, N_BOOTSTRAP, g)
+        m["reverse_ess_labeled_clipped"] = reverse_ess(log_w_labeled, ESS_CLIP_FRACTION)
         m["reverse_ess"] = reverse_ess(log_w)
         m["reverse_ess_interval95"] = reverse_ess_interval(log_w, N_BOOTSTRAP, g)
         m["reverse_ess_clipped"] = reverse_ess(log_w, ESS_CLIP_FRACTION)
@@ -126,7 +133,7 @@ def score(ev: Evaluation, temperature: float, noise_nm: float) -> dict[str, Any]
         m["log_weight_robust_std"] = log_weight_robust_std(log_w)
         m["corr_u_log_q"] = u_log_q_correlation(ev.samples_u, ev.samples_log_q)
         phi_s = phi_psi(ev.samples_x.reshape(-1, N_ATOMS, 3).double())[0]
-        m["phi_positive_reweighted"] = reweighted_fraction(phi_s >= 0, log_w, N_BOOTSTRAP, g)
+        m["phi_positive_reweighted"] = reweighted_fraction(phi_s >= 0, log_w_labeled, N_BOOTSTRAP, g)
     if ev.md_log_q is not None:
         m["nll_md"] = nll(ev.md_log_q)
         m["forward_ess"] = forward_ess(-ev.md_u - ev.md_log_q)

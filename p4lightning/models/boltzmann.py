@@ -18,9 +18,13 @@ trains directly.
 
 **Flows.** ``flow="realnvp"`` is the paper's (App. H; ``mixing`` ``"p4inv"`` or ``"swap"``), ``flow="spline"`` a
 rational-quadratic spline flow (:func:`~p4lightning.flows.blocks.spline_flow`; ``mixing`` ``"p4inv"``, ``"mask"`` or
-``"lu"``). With ``circular_torsions=True`` the 17 torsions are angles in :math:`[-\pi, \pi)`: the spline flow
-treats them with circular splines over a uniform base, so :math:`\ln q` is the density of the conformation and no
-sample leaves the principal branch (the RealNVP flow cannot keep them there and refuses the option).
+``"lu"``). With ``circular_torsions="proper"`` the proper torsions (rotors, φ, ψ, ω) are angles in
+:math:`[-\pi, \pi)` and the narrow sibling torsions standardised reals (FAB's choice); with ``"all"`` every torsion
+is an angle. The spline flow treats angles with circular splines over a uniform base, so :math:`\ln q` is the
+density of the conformation and no sample leaves the principal branch of a circular torsion (the RealNVP flow
+cannot keep them there and refuses the option). On the circle a narrow sibling torsion must be squeezed from the
+uniform base into ~0.15 rad; a demo-size model left 1.5 % of its samples at the mirror offset — a swapped pair of
+methyl hydrogens, same energy, tiny :math:`q`, huge weight (:mod:`p4lightning.systems.observables`).
 
 **Energy-based training** (from ``energy_phase_start`` on), with the field's safeguards: the highest
 ``energy_drop_fraction`` of each batch's energies are dropped from :math:`J_e` (TA-BG), energies above
@@ -54,6 +58,7 @@ from p4lightning.p4.protocol import find_p4_modules
 from p4lightning.systems.alanine import (
     CARTESIAN_ATOMS,
     N_ATOMS,
+    SIBLING_TORSION_ATOMS,
     Z_MATRICES,
     alanine_dipeptide,
     check_topology,
@@ -83,7 +88,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         bins: spline bins.
         z_matrix: ``"backbone"`` (the first Z-matrix of this project, every torsion along bonds to backbone atoms) or
             ``"standard"`` (the literature's sibling-relative one); see :mod:`p4lightning.systems.alanine`.
-        circular_torsions: torsions as angles on the circle (spline flow only).
+        circular_torsions: ``"none"``, ``"proper"`` (rotors, φ, ψ, ω on the circle; sibling torsions standardised)
+            or ``"all"`` (spline flow only; ``True`` / ``False`` of earlier checkpoints mean ``"all"`` / ``"none"``).
         lr: Adam learning rate of the density-estimation phase (paper: 1e-3).
         weight_decay: decoupled weight decay (AdamW; 0: Adam's update exactly).
         lr_schedule: ``"constant"`` or ``"cosine"`` (each phase decays from its learning rate to 0 at its end; the
@@ -126,7 +132,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         n_couplings: int = 8,
         bins: int = 8,
         z_matrix: Literal["backbone", "standard"] = "backbone",
-        circular_torsions: bool = False,
+        circular_torsions: Literal["none", "proper", "all"] | bool = "none",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
@@ -165,10 +171,13 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         check_choice(mixing, ("p4inv", "swap") if flow == "realnvp" else SPLINE_MIXINGS, f"mixing of flow={flow!r}")
         check_choice(z_matrix, tuple(Z_MATRICES), "z_matrix")
         check_choice(lr_schedule, ("constant", "cosine"), "lr_schedule")
-        if circular_torsions and flow != "spline":
+        if isinstance(circular_torsions, bool):  # checkpoints written before the choice had names
+            circular_torsions = "all" if circular_torsions else "none"
+        check_choice(circular_torsions, ("none", "proper", "all"), "circular_torsions")
+        if circular_torsions != "none" and flow != "spline":
             raise ValueError(
-                "circular_torsions=True needs flow='spline': the RealNVP flow maps torsions to all real numbers, "
-                "so it cannot keep them in [-π, π)"
+                f"circular_torsions={circular_torsions!r} needs flow='spline': the RealNVP flow maps torsions to all "
+                "real numbers, so it cannot keep them in [-π, π)"
             )
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
@@ -176,20 +185,23 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             raise ValueError(f"energy_drop_fraction must be in [0, 1); got {energy_drop_fraction}")
         p4_kwargs: dict[str, Any] = {"penalty_weight": p4_penalty_weight, "check_inputs": False}
         p4_kwargs["bookkeeping_dtype"] = as_floating_dtype(bookkeeping_dtype, "bookkeeping_dtype")
-        self.transform = MixedCoordinateTransform.empty(
-            N_ATOMS, CARTESIAN_ATOMS, Z_MATRICES[z_matrix], torch.float32, circular_torsions
-        )
-        dim, circular = self.transform.dim, self.transform.circular_indices
+        rows = Z_MATRICES[z_matrix]
+        circular: bool | list[int] = {
+            "none": False, "all": True,
+            "proper": [r[0] for r in rows if r[0] not in SIBLING_TORSION_ATOMS[z_matrix]],
+        }[circular_torsions]  # fmt: skip
+        self.transform = MixedCoordinateTransform.empty(N_ATOMS, CARTESIAN_ATOMS, rows, torch.float32, circular)
+        dim, circular_indices = self.transform.dim, self.transform.circular_indices
         if flow == "realnvp":
             self.flow = realnvp_flow(dim, n_blocks, hidden or [60, 60], mixing, p4_kwargs)  # type: ignore[arg-type]
             self.prior: StandardNormal | NormalUniformPrior = StandardNormal(dim)
         else:
-            n_circular = len(circular)
+            n_circular = len(circular_indices)
             self.flow = spline_flow(
                 dim, n_circular, n_couplings, hidden or [256, 256], bins, mixing=mixing,  # type: ignore[arg-type]
                 p4inv_kwargs=p4_kwargs,
             )  # fmt: skip
-            self.prior = NormalUniformPrior(dim, circular)
+            self.prior = NormalUniformPrior(dim, circular_indices)
         self._p4_modules = [m for _, m in find_p4_modules(self.flow)]  # found once, not on every step
         self.energy: OpenMMEnergy | TorchEnergy | None = None  # built per process in setup()
         self._log_density_fn = self.log_density  # torch.compile-d in setup() when compile=True
@@ -462,7 +474,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
     def extra_repr(self) -> str:
         hp = self.hparams
         if hp.get("flow", "realnvp") == "spline":
-            return f"flow=spline, mixing={hp.mixing}, n_couplings={hp.n_couplings}, circular={hp.circular_torsions}"
+            return f"flow=spline, mixing={hp.mixing}, n_couplings={hp.n_couplings}, circular={self.transform.n_circular}"
         return f"mixing={hp.mixing}, n_blocks={hp.n_blocks}"
 
 

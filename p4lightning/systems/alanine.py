@@ -28,6 +28,7 @@ __all__ = [
     "ATOMS",
     "CARTESIAN_ATOMS",
     "N_ATOMS",
+    "SIBLING_TORSION_ATOMS",
     "PHI_ATOMS",
     "PSI_ATOMS",
     "Z_MATRICES",
@@ -98,6 +99,9 @@ Z_MATRIX_STANDARD = (
 )
 #: The Z-matrices by name (the ``z_matrix`` option of the Boltzmann generator).
 Z_MATRICES = {"standard": Z_MATRIX_STANDARD, "backbone": Z_MATRIX_BACKBONE}
+#: Per Z-matrix, the atoms placed by a *sibling* torsion (partner bonded to the bond partner, not to the angle
+#: partner): narrow offsets between two bonds on one atom. The others are proper torsions (rotors, φ, ψ, ω).
+SIBLING_TORSION_ATOMS = {"standard": (2, 3, 7, 12, 13, 15, 20, 21), "backbone": ()}
 #: (residue, element, heavy-atom name) of every atom in order; hydrogen names vary between writers (HH31/H1)
 ATOMS = (
     ("ACE", "H", None), ("ACE", "C", "CH3"), ("ACE", "H", None), ("ACE", "H", None), ("ACE", "C", "C"),

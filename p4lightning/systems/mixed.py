@@ -13,14 +13,16 @@ Z-matrix in internal coordinates. With :math:`m` Cartesian atoms and :math:`M` Z
   Z-matrix atom, standardised: :math:`(r - \mu_r)/\sigma_r`, :math:`(\theta - \mu_\theta)/\sigma_\theta`, and
   :math:`\operatorname{wrap}(\varphi - \bar\varphi)/\sigma_\varphi` with the circular mean :math:`\bar\varphi`,
   so torsions are compared on the circle (no wrap-around jump at ±π in the data's range).
-* **Torsions on the circle** (``circular=True``): the torsion coordinates are the angles
-  :math:`\operatorname{wrap}(\varphi - \bar\varphi) \in [-\pi, \pi)` themselves (no scale: a scale would cut
-  the circle), the last :math:`M` flow coordinates (:attr:`MixedCoordinateTransform.circular_indices`). Every
-  conformation then has exactly one flow coordinate and a flow whose circular coordinates stay in
-  :math:`[-\pi, \pi)` (circular splines) gives the density of the conformation. Without it the torsion coordinates
-  are real numbers: a flow may put a sample at :math:`\varphi + 2\pi k`, the inverse places the same atoms,
-  and :math:`\ln q` is then the density of one of several preimages (:meth:`MixedCoordinateTransform.out_of_branch`
-  counts such samples).
+* **Torsions on the circle** (``circular``: all torsions, or those of chosen Z-matrix atoms): a circular torsion's
+  coordinate is the angle :math:`\operatorname{wrap}(\varphi - \bar\varphi) \in [-\pi, \pi)` itself (no scale: a
+  scale would cut the circle); the circular coordinates come last in the flow coordinates
+  (:attr:`MixedCoordinateTransform.circular_indices`), after the standardised torsions. A flow whose circular
+  coordinates stay in :math:`[-\pi, \pi)` (circular splines) then gives the density of the conformation. A
+  standardised torsion is a real number: a flow may put a sample at :math:`\varphi + 2\pi k`, the inverse places
+  the same atoms, and :math:`\ln q` is then the density of one of several preimages
+  (:meth:`MixedCoordinateTransform.out_of_branch` counts such samples). That is harmless for a narrow torsion
+  (:math:`\sigma_\varphi \approx 0.15` rad puts the branch's edge 20 standard deviations out) and is what FAB does
+  for them; a broad one (a rotor, φ, ψ) belongs on the circle.
 
 Log-determinant of the inverse (flow coordinates → positions), with respect to the coordinates
 :math:`(V^\top(x_c - \mu), x_\text{Z-matrix atoms})` of the :math:`3\cdot 22 - 6 = 60`-dimensional space of
@@ -30,7 +32,7 @@ conformations modulo rigid motions:
     \ln|\det J_{z\to x}| = \tfrac12\sum\ln\lambda + \sum(\ln\sigma_r + \ln\sigma_\theta + \ln\sigma_\varphi)
         + \sum_{\text{Z-matrix atoms}} (2\ln r + \ln\sin\theta),
 
-and the forward ladj is its negative (with ``circular=True`` the :math:`\ln\sigma_\varphi` are 0). The forward map returns positions in the reference frame
+and the forward ladj is its negative (the :math:`\ln\sigma_\varphi` of circular torsions are 0). The forward map returns positions in the reference frame
 (:meth:`MixedCoordinateTransform.align` gives the superposed input), so ``inverse(forward(x)) == align(x)``.
 
 Units: positions in nm, angles in rad.
@@ -132,8 +134,9 @@ class MixedCoordinateTransform(Bijection):
         z_matrix: rows ``(i, j, k, l)`` in placement order: atom ``i`` bonded to ``j``, angle ``i-j-k``,
             torsion ``i-j-k-l``.
         reference, pca_mean, pca_vectors, pca_values, ic_mean, ic_std: fitted statistics (see :meth:`fit`).
-        circular: torsions as angles in :math:`[-\pi, \pi)` (their ``ic_std`` row is 1); the choice is saved in the
-            ``state_dict`` (a ``state_dict`` without it is of a non-circular transform).
+        circular: which torsions are angles in :math:`[-\pi, \pi)` (their ``ic_std`` entry is 1): ``True`` (all),
+            ``False`` (none) or the Z-matrix atoms (``z_matrix[r][0]``) whose torsions are; saved in the
+            ``state_dict`` as a ``(M,)`` mask (a ``state_dict`` without it is of a transform with none).
 
     ``dim`` is the flow side, :math:`3N - 6`; :attr:`n_atoms` the Cartesian side.
     """
@@ -149,7 +152,7 @@ class MixedCoordinateTransform(Bijection):
         pca_values: torch.Tensor,
         ic_mean: torch.Tensor,
         ic_std: torch.Tensor,
-        circular: bool = False,
+        circular: bool | Sequence[int] = False,
     ) -> None:
         super().__init__()
         validate_z_matrix(z_matrix, cartesian, n_atoms)
@@ -174,18 +177,41 @@ class MixedCoordinateTransform(Bijection):
                 name, t.detach().clone()
             )  # dtype of the fitted statistics; .float() converts
         self.register_buffer("fitted", torch.ones((), dtype=torch.bool))
-        if not isinstance(circular, bool):
-            raise TypeError(f"circular must be a bool; got {circular!r}")
-        if circular and not torch.all(ic_std[2] == 1):
-            raise ValueError("circular=True needs the torsion row of ic_std to be 1 (angles are not scaled)")
-        self.register_buffer("circular_torsions", torch.tensor(circular))
-        self.circular = circular  # host copy of ``circular_torsions``
+        mask = self._circular_mask(circular, [row[0] for row in z_matrix])
+        if not torch.all(ic_std[2][mask] == 1):
+            raise ValueError("circular torsions need their ic_std entries to be 1 (angles are not scaled)")
+        self.register_buffer("circular_torsions", mask)
+        self._build_order()
         self.register_buffer("cartesian", torch.as_tensor(list(cartesian), dtype=torch.long))
         self.register_buffer(
             "z_matrix", torch.as_tensor([list(r) for r in z_matrix], dtype=torch.long).reshape(n_z, 4)
         )
         self._is_fitted = True  # host copy of ``fitted``: checked on every call without a device read
         self._build_levels()
+
+    @staticmethod
+    def _circular_mask(circular: bool | Sequence[int], atoms: list[int]) -> torch.Tensor:
+        if isinstance(circular, bool):
+            return torch.full((len(atoms),), circular, dtype=torch.bool)
+        chosen = [int(a) for a in circular]
+        unknown = sorted(set(chosen) - set(atoms))
+        if unknown:
+            raise ValueError(f"circular names atoms {unknown} that the Z-matrix does not place")
+        return torch.tensor([a in chosen for a in atoms], dtype=torch.bool)
+
+    def _build_order(self) -> None:
+        """The flow-coordinate order (non-persistent buffers, from ``circular_torsions``): Cartesian block, bonds,
+        angles, standardised torsions, circular torsions. ``_coord_order`` maps the natural order (torsions in
+        Z-matrix order) to it, ``_coord_unorder`` back; :attr:`circular` is the host copy of the mask, :attr:`n_circular` its count."""
+        mask = self.circular_torsions.cpu()
+        self.circular = tuple(bool(b) for b in mask)
+        self.n_circular = int(mask.sum())
+        start = self.dim - len(mask)
+        torsions = [start + i for i in range(len(mask)) if not mask[i]] + [start + i for i in range(len(mask)) if mask[i]]
+        order = torch.tensor(list(range(start)) + torsions, dtype=torch.long, device=self.circular_torsions.device)
+        self.register_buffer("_coord_order", order, persistent=False)
+        self.register_buffer("_coord_unorder", torch.argsort(order), persistent=False)
+        self._permuted = bool(self.n_circular) and not all(mask)
 
     def _build_levels(self) -> None:
         r"""Precompute the placement schedule of :meth:`inverse` (once, not per batch).
@@ -223,12 +249,15 @@ class MixedCoordinateTransform(Bijection):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
         key = prefix + "circular_torsions"
+        n_z = self.circular_torsions.numel()
         if key not in state_dict:  # saved before the option existed: torsions were standardised reals
-            state_dict[key] = torch.tensor(False)
-        if bool(state_dict[key]) != self.circular:
+            state_dict[key] = torch.zeros(n_z, dtype=torch.bool)
+        elif state_dict[key].dim() == 0:  # saved as one flag (all or none)
+            state_dict[key] = state_dict[key].expand(n_z).clone()
+        if not torch.equal(state_dict[key].cpu(), self.circular_torsions.cpu()):
             raise ValueError(
-                f"the state_dict is of a transform with circular={bool(state_dict[key])}, this one has "
-                f"circular={self.circular}: build the module with the same option"
+                f"the state_dict is of a transform with circular torsions {state_dict[key].tolist()}, this one has "
+                f"{self.circular_torsions.tolist()}: build the module with the same option"
             )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
         self._is_fitted = bool(self.fitted)
@@ -242,7 +271,7 @@ class MixedCoordinateTransform(Bijection):
         cartesian: Sequence[int],
         z_matrix: Sequence[Sequence[int]],
         dtype: torch.dtype = torch.float64,
-        circular: bool = False,
+        circular: bool | Sequence[int] = False,
     ) -> MixedCoordinateTransform:
         """A transform with placeholder statistics of the right shapes (``fitted`` is False): build the module
         first, then :meth:`fit_` it on data or load a ``state_dict`` into it."""
@@ -271,7 +300,7 @@ class MixedCoordinateTransform(Bijection):
         cartesian: Sequence[int],
         z_matrix: Sequence[Sequence[int]],
         iterations: int = 3,
-        circular: bool = False,
+        circular: bool | Sequence[int] = False,
     ) -> MixedCoordinateTransform:
         """A transform fitted on training ``positions`` ``(F, N, 3)`` nm (see :meth:`fit_`)."""
         if positions.dim() != 3 or positions.shape[-1] != 3:
@@ -324,8 +353,7 @@ class MixedCoordinateTransform(Bijection):
                 f"constant over the {len(x)} frames (std < {MIN_STD}); {len(flat)} internal coordinate(s) in all "
                 "cannot be standardised (identical frames?)"
             )
-        if self.circular:
-            ic_std[2] = 1.0  # angles on the circle are not scaled
+        ic_std[2][self.circular_torsions.cpu()] = 1.0  # angles on the circle are not scaled
         stats = {
             "reference": reference,
             "pca_mean": mean,
@@ -420,6 +448,8 @@ class MixedCoordinateTransform(Bijection):
             dim=1,
         )  # (B, 3, M)
         z = torch.cat([zc, ic.reshape(xyz.shape[0], self.ic_mean.numel())], dim=-1)
+        if self._permuted:  # circular torsions last
+            z = z[:, self._coord_order]
         ladj = -(self._constant_ladj() + (2 * torch.log(r) + torch.log(torch.sin(th))).sum(-1))
         self._check_output(xyz, z, ladj)
         return z.reshape(*batch, self.dim), ladj.reshape(batch)
@@ -434,6 +464,8 @@ class MixedCoordinateTransform(Bijection):
         self._check_ready(z, "z")
         batch = z.shape[:-1]
         z = z.reshape(-1, self.dim)
+        if self._permuted:
+            z = z[:, self._coord_unorder]
         b = z.shape[0]
         zc, zi = z[:, : self.n_cartesian_dims], z[:, self.n_cartesian_dims :]
         cart = (zc * torch.sqrt(self.pca_values)) @ self.pca_vectors.T + self.pca_mean
@@ -456,9 +488,8 @@ class MixedCoordinateTransform(Bijection):
 
     @property
     def circular_indices(self) -> tuple[int, ...]:
-        r"""Flow coordinates that are angles in :math:`[-\pi, \pi)` (the torsions, last), ``()`` when not circular."""
-        n_z = self.ic_std.shape[1]
-        return tuple(range(self.dim - n_z, self.dim)) if self.circular else ()
+        r"""Flow coordinates that are angles in :math:`[-\pi, \pi)`: the last :attr:`n_circular`."""
+        return tuple(range(self.dim - self.n_circular, self.dim))
 
     def out_of_branch(self, z: torch.Tensor) -> torch.Tensor:
         r"""``(*)`` bool: flow coordinates ``z`` ``(*, 3N - 6)`` with a torsion outside its principal branch
@@ -467,10 +498,12 @@ class MixedCoordinateTransform(Bijection):
         circular transform fed by a flow that keeps its circular coordinates in :math:`[-\pi, \pi)`)."""
         check_features(z, self.dim, "z")
         n_z = self.ic_std.shape[1]
+        if self._permuted:
+            z = z[..., self._coord_unorder]
         t = z[..., self.dim - n_z :] * self.ic_std[2]
         return ((t < -torch.pi) | (t >= torch.pi)).any(-1)
 
     def extra_repr(self) -> str:
         return (
-            f"n_atoms={self.n_atoms}, cartesian={self.cartesian.tolist()}, dim={self.dim}, circular={self.circular}"
+            f"n_atoms={self.n_atoms}, cartesian={self.cartesian.tolist()}, dim={self.dim}, circular={self.n_circular}"
         )

@@ -138,6 +138,8 @@ def test_robust_std_ignores_outliers_and_correlation_is_minus_one_for_a_perfect_
     assert abs(log_weight_robust_std(lw) - 2.0) < 0.06
     u = torch.randn(1000, generator=g, dtype=torch.float64)
     assert u_log_q_correlation(u, -u - 3.0) == pytest.approx(-1.0)
+    clash = torch.cat([u, torch.tensor([1e6])])  # one clash does not decide a rank correlation
+    assert u_log_q_correlation(clash, torch.cat([-u, torch.tensor([50.0])])) < -0.99
     assert math.isnan(u_log_q_correlation(torch.tensor([1.0]), torch.tensor([2.0])))
 
 

@@ -139,7 +139,7 @@ def test_checkpoint_restores_the_fitted_transform(md, tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="mixing must be one of"):
+    with pytest.raises(ValueError, match="mixing of flow='realnvp' must be one of"):
         BoltzmannGenerator(mixing="glow")
     with pytest.raises(ValueError, match="energy_weight_ratio must be >= 0"):
         BoltzmannGenerator(energy_weight_ratio=-1.0)
@@ -385,7 +385,7 @@ from p4lightning.models.boltzmann import keep_lowest  # noqa: E402
 
 def _spline_bg(**kw):
     args = {"flow": "spline", "mixing": "p4inv", "n_couplings": 2, "hidden": [16], "bins": 4,
-            "z_matrix": "standard", "circular_torsions": True, "n_eval_samples": 64}  # fmt: skip
+            "z_matrix": "standard", "circular_torsions": "proper", "n_eval_samples": 64}  # fmt: skip
     return BoltzmannGenerator(**{**args, **kw})
 
 
@@ -400,7 +400,8 @@ def test_spline_bg_trains_merges_and_its_log_q_is_the_density_of_its_samples(md,
     with torch.no_grad():
         x, log_q, y = model.sample_with_coordinates(256, torch.Generator().manual_seed(0))
         assert not bool(model.transform.out_of_branch(y).any())
-        assert float(y[:, 43:].min()) >= -torch.pi and float(y[:, 43:].max()) < torch.pi
+        assert model.transform.circular_indices == tuple(range(51, 60))  # 9 proper torsions, last
+        assert float(y[:, 51:].min()) >= -torch.pi and float(y[:, 51:].max()) < torch.pi
         # ln q of a sample is the density of that conformation: evaluating it again gives the same number
         torch.testing.assert_close(model.log_density(x), log_q, atol=2e-3, rtol=1e-5)
     trainer.save_checkpoint(tmp_path / "spline.ckpt")
@@ -433,8 +434,10 @@ def test_spline_bg_starts_from_an_init_checkpoint_and_refuses_another_architectu
 
 
 def test_spline_options_are_checked():
-    with pytest.raises(ValueError, match="circular_torsions=True needs flow='spline'"):
-        BoltzmannGenerator(circular_torsions=True)
+    with pytest.raises(ValueError, match="circular_torsions='proper' needs flow='spline'"):
+        BoltzmannGenerator(circular_torsions="proper")
+    with pytest.raises(ValueError, match="circular_torsions"):
+        _spline_bg(circular_torsions="some")
     with pytest.raises(ValueError, match="mixing of flow='realnvp'"):
         BoltzmannGenerator(mixing="lu")
     with pytest.raises(ValueError, match="mixing of flow='spline'"):

@@ -171,7 +171,7 @@ def test_empty_batch_gives_empty_outputs(transform):
 
 
 # --- the standard Z-matrix and torsions on the circle -------------------------------------------------------------
-from p4lightning.systems.alanine import Z_MATRIX_STANDARD  # noqa: E402
+from p4lightning.systems.alanine import SIBLING_TORSION_ATOMS, Z_MATRIX_STANDARD  # noqa: E402
 from p4lightning.systems.internal import torsion  # noqa: E402
 
 
@@ -184,7 +184,8 @@ def test_standard_z_matrix_follows_the_bond_graph_with_sibling_torsions(ala2):
     bonds = {frozenset((b.atom1.index, b.atom2.index)) for b in ala2.topology.bonds()}
     validate_z_matrix(Z_MATRIX_STANDARD, CARTESIAN_ATOMS, 22, bonds)
     siblings = [row for row in Z_MATRIX_STANDARD if frozenset((row[1], row[3])) in bonds]
-    assert {row[0] for row in siblings} == {2, 3, 7, 12, 13, 15, 20, 21}
+    assert {row[0] for row in siblings} == set(SIBLING_TORSION_ATOMS["standard"])
+    assert not [r for r in Z_MATRIX_BACKBONE if frozenset((r[1], r[3])) in bonds] and not SIBLING_TORSION_ATOMS["backbone"]
     with pytest.raises(ValueError, match="bonded neither"):
         bad = list(Z_MATRIX_STANDARD)
         bad[8] = (12, 10, 8, 7)  # HB2's torsion to ALA H: bonded neither to CA nor to CB
@@ -244,13 +245,37 @@ def test_out_of_branch_counts_unwrapped_torsions(transform):
     assert transform.out_of_branch(z).tolist() == [False, True, True]
 
 
+def test_chosen_circular_torsions_come_last_and_round_trip(md_positions):
+    proper = [r[0] for r in Z_MATRIX_STANDARD if r[0] not in SIBLING_TORSION_ATOMS["standard"]]
+    t = MixedCoordinateTransform.fit(md_positions, CARTESIAN_ATOMS, Z_MATRIX_STANDARD, circular=proper)
+    assert t.n_circular == 9 and t.circular_indices == tuple(range(51, 60))
+    x = md_positions.reshape(len(md_positions), -1)
+    z, _ = t(x)
+    assert float(z[:, 51:].abs().max()) <= torch.pi
+    torch.testing.assert_close(t.inverse(z)[0], t.align(x), atol=1e-12, rtol=0)
+    check_inverse_ladj(t, x[:8])
+    # the standardised sibling torsions (43..50) are the all-circular transform's angles divided by their std
+    full = MixedCoordinateTransform.fit(md_positions, CARTESIAN_ATOMS, Z_MATRIX_STANDARD, circular=True)
+    zf, _ = full(x)
+    rows = [i for i, r in enumerate(Z_MATRIX_STANDARD) if r[0] in SIBLING_TORSION_ATOMS["standard"]]
+    torch.testing.assert_close(z[:, 43:51] * t.ic_std[2, rows], zf[:, [43 + r for r in rows]])
+    assert not bool(t.out_of_branch(z).any())
+    far = z.clone()
+    far[0, 44] = 1.01 * torch.pi / t.ic_std[2, rows[1]]
+    assert t.out_of_branch(far).tolist()[:2] == [True, False]
+    with pytest.raises(ValueError, match="does not place"):
+        MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX_STANDARD, circular=[6])
+
+
 def test_circular_option_is_saved_and_checked_on_load(circular, transform):
     state = circular.state_dict()
-    assert bool(state["circular_torsions"])
+    assert bool(state["circular_torsions"].all())
     other = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX_STANDARD)
-    with pytest.raises(ValueError, match="circular=True"):
+    with pytest.raises(ValueError, match="circular torsions"):
         other.load_state_dict(state)
     legacy = {k: v for k, v in transform.state_dict().items() if k != "circular_torsions"}  # before the option
     fresh = MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX_BACKBONE)
     fresh.load_state_dict(legacy)
-    assert not fresh.circular and bool(fresh.fitted)
+    assert fresh.n_circular == 0 and bool(fresh.fitted)
+    one_flag = {**state, "circular_torsions": torch.tensor(True)}  # saved as a single flag earlier
+    MixedCoordinateTransform.empty(22, CARTESIAN_ATOMS, Z_MATRIX_STANDARD, circular=True).load_state_dict(one_flag)
