@@ -107,12 +107,15 @@ class BoltzmannFigures(pl.Callback):
         held-out split, when there is one, gives the metrics' floor."""
         test, val = datamodule.test, datamodule.val
         if test is not None and len(test):
-            reference, floor = test, (val if val is not None and len(val) else None)
+            reference, floor, split = test, (val if val is not None and len(val) else None), "test"
         elif val is not None and len(val):
-            reference, floor = val, None
+            reference, floor, split = val, None, "val"
         else:
             raise ValueError("BoltzmannFigures needs held-out frames: the datamodule has empty val and test splits")
-        ev = evaluate_model(model, reference, self.n_samples, self.noise_nm, self.seed, floor_x=floor)
+        replica = getattr(datamodule, "replica_ids", {}).get(split)  # whole replicas: MD's bootstrap interval
+        ev = evaluate_model(
+            model, reference, self.n_samples, self.noise_nm, self.seed, floor_x=floor, md_replica=replica
+        )
         files = plot_evaluations({"BG samples": ev}, self.out_dir, self.noise_nm)
         files.append(plot_training_curves(self.history, self.out_dir / "training_curves.png"))
         summary = dict(ev.metrics)

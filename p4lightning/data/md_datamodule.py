@@ -220,6 +220,8 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         self.val: torch.Tensor | None = None
         self.test: torch.Tensor | None = None
         self.split_files: dict[str, list[str]] = {}
+        #: per split, the ``(F,)`` index of each frame's file within the split (replicas: between-replica intervals)
+        self.replica_ids: dict[str, torch.Tensor] = {}
         for path in [*expand_trajectories(self.trajectories), self.topology]:  # at configuration time, not in fit
             if not Path(path).is_file():
                 kind = "topology" if path == self.topology else "trajectory"
@@ -266,8 +268,11 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         parts = {}
         for name, group in self.split_files.items():
             if group:
-                xyz = load_positions(group, self.topology, self.n_atoms, self.stride)
-                parts[name] = torch.from_numpy(xyz.reshape(len(xyz), -1))
+                per_file = [load_positions([f], self.topology, self.n_atoms, self.stride) for f in group]
+                parts[name] = torch.cat([torch.from_numpy(xyz.reshape(len(xyz), -1)) for xyz in per_file])
+                self.replica_ids[name] = torch.cat(
+                    [torch.full((len(xyz),), i, dtype=torch.long) for i, xyz in enumerate(per_file)]
+                )
             else:
                 parts[name] = torch.empty(0, 3 * (self.n_atoms or 0) if self.n_atoms else 0)
         self.train, self.val, self.test = parts["train"], parts["val"], parts["test"]

@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for run, name in zip(runs, names, strict=True):
         m = metrics[name]
         run.update({
+            "reverse_ess_labeled": m["reverse_ess_labeled"],
+            "reverse_ess_labeled_interval95": m["reverse_ess_labeled_interval95"],
+            "other_labeling_fraction": m["other_labeling_fraction"],
             "reverse_ess": m["reverse_ess"], "reverse_ess_interval95": m["reverse_ess_interval95"],
             "reverse_ess_clipped": m["reverse_ess_clipped"], "nll_md": m["nll_md"],
             "log_weight_robust_std": m["log_weight_robust_std"],

@@ -110,6 +110,7 @@ def test_split_by_trajectories_keeps_every_replica_in_one_split(md, tmp_path):
     assert split["test"] == [str(files[8]), str(files[9])]  # the last files, sorted
     n = len(dm.train) // 7
     assert len(dm.val) == n and len(dm.test) == 2 * n
+    assert dm.replica_ids["test"].tolist() == [0] * n + [1] * n and len(dm.replica_ids["train"]) == 7 * n
     report = dm.split_report()
     assert report["val"]["frames"] == n and 0.0 <= report["test"]["phi_positive_fraction"] <= 1.0
     with pytest.raises(ValueError, match="too few for a split by whole trajectories"):
