@@ -30,10 +30,11 @@ demo: setup
 		--name demo spline_p4inv $(EVAL_MD) --n 10000 --out docs/bg_demo/evaluation --force
 	@echo "demo run: docs/bg_demo/   metric table and figures (demo and headline model): docs/bg_demo/evaluation/"
 
-# the headline spline BG on 10^5 samples, beside the best and the paper's RealNVP-P4Inv models
+# the headline spline BG on 10^5 samples, beside its all-torsions-circular ablation and two RealNVP-P4Inv models
 spline: setup
-	$(VENV)/bin/p4lightning evaluate --ckpt checkpoints/spline_p4inv.ckpt checkpoints/improved_p4inv.ckpt \
-		checkpoints/paper_p4inv.ckpt --name spline_P4Inv P4Inv_improved P4Inv $(EVAL_MD) --n 100000 \
+	$(VENV)/bin/p4lightning evaluate --ckpt checkpoints/spline_p4inv.ckpt checkpoints/spline_p4inv_circular_all.ckpt \
+		checkpoints/improved_p4inv.ckpt checkpoints/paper_p4inv.ckpt \
+		--name spline_P4Inv spline_P4Inv_all_circular P4Inv_improved P4Inv $(EVAL_MD) --n 100000 \
 		--out docs/spline_bg --force
 
 # p4inv vs mask vs lu mixing, two seeds each, on the demo's flow and protocol (about 40 min on 2 cores)

@@ -74,11 +74,16 @@ class MatrixTrajectory(pl.Callback):
             h["det_sign"].append(float(layer.det_sign))
 
 
-def run_config(path: str | Path, record_every: int = 50, max_steps: int | None = None) -> dict[str, Any]:
-    """Train the LightningCLI config at ``path``; return its recorded history and a description."""
+def run_config(
+    path: str | Path, record_every: int = 50, max_steps: int | None = None, lr: float | None = None
+) -> dict[str, Any]:
+    """Train the LightningCLI config at ``path`` (``lr``: override the model's learning rate); return its recorded
+    history and a description."""
     args = ["--config", str(path)]
     if max_steps is not None:
         args += ["--trainer.max_steps", str(max_steps)]
+    if lr is not None:
+        args += ["--model.init_args.lr", str(lr)]
     cli = LightningCLI(
         LinearFit,
         LinearDataModule,
@@ -156,14 +161,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--max-steps", type=int, default=None, help="override trainer.max_steps (smoke tests)"
     )
+    parser.add_argument("--lr", type=float, default=None, help="override every config's learning rate (paper: 1e-2)")
     args = parser.parse_args(argv)
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr must be > 0; got {args.lr}")
     for path in args.configs:
         if not path.is_file():
             parser.error(f"config file not found: {path}")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     results = []
     for path in args.configs:
-        result = run_config(path, args.record_every, args.max_steps)
+        result = run_config(path, args.record_every, args.max_steps, args.lr)
         print(
             f"{result['problem']:20s} {result['label']:20s} final loss {result['loss'][-1]:.3e} ({result['seconds']:.0f} s)"
         )

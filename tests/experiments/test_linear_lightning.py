@@ -40,3 +40,13 @@ def test_missing_config_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nope.yaml")])
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_lr_override_reaches_the_model():
+    from p4lightning.experiments.linear_lightning import run_config
+
+    torch.set_default_dtype(torch.float32)
+    config = next(c for c in CONFIGS if c.name == "pd32_linear.yaml")
+    slow = run_config(config, record_every=5, max_steps=5, lr=1e-9)  # (almost) no step: the loss stays where it was
+    fast = run_config(config, record_every=5, max_steps=5)
+    assert slow["loss"][-1] > fast["loss"][-1]
