@@ -462,3 +462,18 @@ def test_cosine_learning_rate_decays_each_phase_to_zero():
     assert model.learning_rate(100) == pytest.approx(1e-4)
     assert model.learning_rate(200) == pytest.approx(5e-5)
     assert model.learning_rate(300) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_weight_outliers_lists_the_largest_log_weights_in_order(md):
+    from p4lightning.experiments.weight_outliers import outliers
+
+    pl.seed_everything(0)
+    model = _spline_bg()
+    dm = _dm(md)
+    _trainer(2, check_val_every_n_epoch=100).fit(model, datamodule=dm)
+    model.energy = model.make_energy()  # as p4lightning's CLI does for a loaded model
+    result = outliers(model, dm.test, n=64, top=5)
+    lw = [r["log_w_minus_median"] for r in result["top"]]
+    assert len(lw) == 5 and lw == sorted(lw, reverse=True) and lw[0] > 0
+    assert 0 < sum(r["weight_share"] for r in result["top"]) <= 1 + 1e-9
+    assert 0 <= result["transition_weight_share"] <= 1 and 0 < result["reverse_ess_labeled"] <= 1
