@@ -22,9 +22,9 @@ rational-quadratic spline flow (:func:`~p4lightning.flows.blocks.spline_flow`; `
 :math:`[-\pi, \pi)` and the narrow sibling torsions standardised reals (FAB's choice); with ``"all"`` every torsion
 is an angle. The spline flow treats angles with circular splines over a uniform base, so :math:`\ln q` is the
 density of the conformation and no sample leaves the principal branch of a circular torsion (the RealNVP flow
-cannot keep them there and refuses the option). On the circle a narrow sibling torsion must be squeezed from the
-uniform base into ~0.15 rad; a demo-size model left 1.5 % of its samples at the mirror offset — a swapped pair of
-methyl hydrogens, same energy, tiny :math:`q`, huge weight (:mod:`p4lightning.systems.observables`).
+cannot keep them there and refuses the option). On the circle a narrow sibling torsion must be squeezed out of the
+uniform base, and the samples that leak to its mirror offset are a swapped pair of methyl hydrogens — same energy,
+tiny :math:`q`, huge weight (:mod:`p4lightning.systems.observables`; measured in docs/spline_bg/README.md).
 
 **Energy-based training** (from ``energy_phase_start`` on), with the field's safeguards: the highest
 ``energy_drop_fraction`` of each batch's energies are dropped from :math:`J_e` (TA-BG), energies above

@@ -20,9 +20,9 @@ Z-matrix in internal coordinates. With :math:`m` Cartesian atoms and :math:`M` Z
   coordinates stay in :math:`[-\pi, \pi)` (circular splines) then gives the density of the conformation. A
   standardised torsion is a real number: a flow may put a sample at :math:`\varphi + 2\pi k`, the inverse places
   the same atoms, and :math:`\ln q` is then the density of one of several preimages
-  (:meth:`MixedCoordinateTransform.out_of_branch` counts such samples). That is harmless for a narrow torsion
-  (:math:`\sigma_\varphi \approx 0.15` rad puts the branch's edge 20 standard deviations out) and is what FAB does
-  for them; a broad one (a rotor, φ, ψ) belongs on the circle.
+  (:meth:`MixedCoordinateTransform.out_of_branch` counts such samples). That is harmless for a narrow torsion,
+  whose branch edge :math:`\pm\pi/\sigma_\varphi` lies many standard deviations out, and is what FAB does for
+  them; a broad one (a rotor, φ, ψ) belongs on the circle.
 
 Log-determinant of the inverse (flow coordinates → positions), with respect to the coordinates
 :math:`(V^\top(x_c - \mu), x_\text{Z-matrix atoms})` of the :math:`3\cdot 22 - 6 = 60`-dimensional space of
