@@ -93,7 +93,7 @@ def _bg_runs(args: argparse.Namespace) -> dict[str, Any]:
     base = yaml.safe_load(args.bg_config.read_text())
     curves: dict[str, dict[str, dict[str, float]]] = {}
     for seed in args.bg_seeds:
-        for policy in OPTIMIZER_STATE_POLICIES:
+        for policy in args.bg_policies:
             root = args.runs / f"{policy}_seed{seed}"
             if not (root / "checkpoints" / "last.ckpt").is_file():
                 root.mkdir(parents=True, exist_ok=True)
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--bg-config", type=Path, default=None, help="also train this BG per policy (ML only)")
     parser.add_argument("--bg-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--bg-steps", type=int, default=5000)
+    parser.add_argument("--bg-policies", nargs="+", default=list(OPTIMIZER_STATE_POLICIES), choices=OPTIMIZER_STATE_POLICIES)
     parser.add_argument("--bg-val-every", type=int, default=1000)
     parser.add_argument("--runs", type=Path, default=Path("runs/merge_policy"))
     args = parser.parse_args(argv)
