@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from p4lightning._io import atomic_path
+from p4lightning.experiments.mixing_study import fit_in_subprocess
 from p4lightning.flows.sequential import SequentialFlow
 from p4lightning.p4.inv import P4Inv
 from p4lightning.p4.protocol import find_p4_modules
@@ -96,14 +95,8 @@ def _bg_runs(args: argparse.Namespace) -> dict[str, Any]:
         for policy in args.bg_policies:
             root = args.runs / f"{policy}_seed{seed}"
             if not (root / "checkpoints" / "last.ckpt").is_file():
-                root.mkdir(parents=True, exist_ok=True)
-                with atomic_path(root / "config.yaml") as tmp:
-                    cfg = bg_config(base, policy, seed, args.bg_steps, args.bg_val_every, root)
-                    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
                 print(f"fitting {policy}, seed {seed} -> {root}", flush=True)
-                with open(root / "fit.log", "w") as log:
-                    subprocess.run([sys.executable, "-m", "p4lightning.cli", "fit", "--config", str(root / "config.yaml")],
-                                   stdout=log, stderr=subprocess.STDOUT, check=True)  # fmt: skip
+                fit_in_subprocess(bg_config(base, policy, seed, args.bg_steps, args.bg_val_every, root), root)
             (metrics,) = sorted(root.glob("logs/version_*/metrics.csv"))[-1:]
             rows = [r for r in csv.DictReader(metrics.open()) if r.get("val/nll")]
             curves.setdefault(policy, {})[str(seed)] = {str(int(r["step"]) + 1): float(r["val/nll"]) for r in rows}

@@ -28,7 +28,7 @@ import yaml
 from p4lightning._io import atomic_path
 from p4lightning.flows.blocks import SPLINE_MIXINGS
 
-__all__ = ["main", "run_config"]
+__all__ = ["fit_in_subprocess", "main", "run_config"]
 
 REPLICAS = "data/ala2_600K_replicas"
 #: held-out MD (test replicas) and the independent floor set (validation replicas), as in ``make demo``
@@ -60,7 +60,7 @@ def run_config(base: dict[str, Any], mixing: str, seed: int, root: Path) -> dict
     return cfg
 
 
-def _fit(cfg: dict[str, Any], root: Path) -> float:
+def fit_in_subprocess(cfg: dict[str, Any], root: Path) -> float:
     """Run ``p4lightning fit`` on ``cfg`` (written to ``root/config.yaml``); wall seconds."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "config.yaml"
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 timing = folder / "wall_seconds.json"
                 if not ((folder / "checkpoints" / "last.ckpt").is_file() and timing.is_file()):
                     print(f"fitting {mixing}, seed {seed} -> {folder}", flush=True)
-                    seconds = _fit(cfg, folder)
+                    seconds = fit_in_subprocess(cfg, folder)
                     with atomic_path(timing) as tmp:
                         tmp.write_text(json.dumps({"wall_seconds": seconds}))
                 wall += json.loads(timing.read_text())["wall_seconds"]

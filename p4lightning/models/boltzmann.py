@@ -439,7 +439,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         self.val_energy.threshold = float(self.data_energy_max)
         self.val_energy.update(out["u"])
         self.val_ess.update(out["log_w"])
-        self.val_ramachandran.update(*phi_psi(out["x"]), reference=False)
+        phi, psi = phi_psi(out["x"])
+        self.val_ramachandran.update(phi, psi, reference=False)
         stats = self.val_energy.compute()
         self.log_dict(
             {
@@ -454,7 +455,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             metric.reset()
         # the minor basin, watched through training (reverse KL is mode-seeking): its share among the samples and
         # its importance-reweighted share (this rank's samples; averaged over ranks)
-        phi_pos = (phi_psi(out["x"])[0] >= 0).double()
+        phi_pos = (phi >= 0).double()
         w = torch.softmax(torch.nan_to_num(out["log_w"], nan=-torch.inf), 0)
         self.log_dict(
             {f"{prefix}/phi_positive_fraction": float(phi_pos.mean()),
@@ -463,9 +464,9 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         )  # fmt: skip
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam (the paper's), fused: one kernel over all 600-750 parameter tensors instead of ~10 small
-        operations per tensor; the eager paper-size P4Inv step takes 0.884x the time of the same step with Adam's
-        default CPU implementation (``benchmarks/bg_step.py``, docs/benchmarks/bg_step.md). Same update rule."""
+        """Adam (the paper's), fused: one kernel over all parameter tensors instead of ~10 small operations per
+        tensor, measurably faster on the paper-size step (``benchmarks/bg_step.py``, docs/benchmarks/bg_step.md).
+        Same update rule; AdamW when ``weight_decay`` > 0."""
         wd = self.hparams.get("weight_decay", 0.0)
         if wd > 0:  # decoupled weight decay; with 0 this is Adam's update exactly
             return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=wd, fused=True)

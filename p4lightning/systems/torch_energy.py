@@ -424,10 +424,10 @@ class TorchEnergy(nn.Module):
     # atoms, ordered pairs -> their owner atom for the Born integrals and dE/dB): Inductor writes each
     # index_add as a scalar loop on the CPU, and with them the compiled analytic path lost to autograd by more.
     # Against autograd through the same expressions (benchmarks/energy_throughput.py --torch-energy and
-    # benchmarks/torch_energy_gpu.py, "compiled" vs "compiled, autograd"): on an H200 the compiled analytic
-    # path takes 0.28x autograd's time at batch 4,096 and the same at 65,536; on this project's 2-core CPU it
-    # is faster eager and in float64, and slower compiled in float32 (1.3x at batch 256, 1.7x at 4,096), where
-    # the energy is ~2 % of a Boltzmann generator's energy-phase step (bg_energy_step.md). One path, the
+    # benchmarks/torch_energy_gpu.py, "compiled" vs "compiled, autograd"; results in docs/benchmarks/
+    # torch_energy_gpu.md and torch_energy.md): the analytic path wins on a GPU and, on a CPU, eager and in
+    # float64; it loses compiled in float32 on a CPU, where the energy is a small part of a Boltzmann
+    # generator's energy-phase step (docs/benchmarks/bg_energy_step.md). One path, the
     # analytic one; terms_kj stays differentiable by autograd, the tests' reference for the analytic gradient.
     def _column(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """Parameter buffer ``name`` with a trailing batch axis, in ``like``'s dtype (broadcasts over the batch)."""
