@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 # (docs/benchmarks/thread_policy.md; OMP_WAIT_POLICY=PASSIVE measured 2x slower)
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo spline mixing reproduction linear test lint bench clean
+.PHONY: setup demo spline mixing reproduction linear test lint docs docs-serve bench clean
 
 setup: $(VENV)/.installed
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $@
 
 REPLICAS := data/ala2_600K_replicas
@@ -50,10 +50,17 @@ linear: setup
 	$(PY) -m p4lightning.experiments.linear_lightning configs/linear/*.yaml --out docs/linear_experiments
 
 lint: setup
-	$(PY) -m ruff check p4lightning tests benchmarks
+	$(PY) -m ruff check p4lightning tests benchmarks docs/_ext
 
 test: lint
 	$(PY) -m pytest p4lightning tests
+
+# the documentation site (mkdocs.yml): API reference from the docstrings, tutorials, the results in docs/
+docs: setup
+	$(PY) -m mkdocs build --strict --site-dir site
+
+docs-serve: setup
+	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
 
 bench: setup
 	$(PY) benchmarks/p4inv_step.py --budget 24 --out docs/benchmarks/p4inv_step

@@ -13,6 +13,7 @@ from typing import TypeVar
 import torch
 
 __all__ = [
+    "ConfigurationError",
     "InputFileError",
     "as_floating_dtype",
     "check_choice",
@@ -29,6 +30,12 @@ class InputFileError(ValueError):
     """A user's input file (trajectory, topology, checkpoint) is unreadable, corrupt, truncated, empty or of
     another system. A :class:`ValueError`, so callers that catch bad input keep working; the ``p4lightning``
     command prints it as one line."""
+
+
+class ConfigurationError(ValueError):
+    """Settings refused when a run is set up, before any work: a callback that does not fit the model, data or
+    strategy, an empty split a stage needs, a resumed checkpoint whose settings differ. A :class:`ValueError`;
+    the ``p4lightning`` command prints it as one line (exit status 2)."""
 
 
 def check_features(x: torch.Tensor, dim: int, name: str = "x") -> None:

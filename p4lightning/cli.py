@@ -20,7 +20,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -53,6 +53,8 @@ class UsageError(Exception):
 
 
 PROG = "p4lightning"
+SUBCOMMANDS = ("fit", "validate", "test", "sample", "evaluate")
+USAGE = f"{PROG} [-h] {{{','.join(SUBCOMMANDS)}}} ..."
 DESCRIPTION = (
     "Train and score P4 models and Boltzmann generators. Sub-commands: fit, validate, test (LightningCLI, from a "
     "config: 'p4lightning fit --config configs/bg/demo.yaml'); sample and evaluate (a Boltzmann-generator "
@@ -108,12 +110,38 @@ class P4LightningCLI(LightningCLI):
         except (ValueError, TypeError, FileNotFoundError) as err:  # the constructors' input checks
             _fail(self.subcommand, err)
 
-    def _run_subcommand(self, subcommand: str) -> None:
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        # the usage names every subcommand, sample and evaluate (handled in main) included
+        if parser._subcommands_action is not None:
+            parser._subcommands_action.metavar = "{" + ",".join(SUBCOMMANDS) + "}"
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        from p4lightning.callbacks.checkpoint import use_atomic_checkpoints
+
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)  # a full disk or a kill never leaves a truncated checkpoint
+        return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        from p4lightning._io import load_checkpoint
         from p4lightning._validation import InputFileError
+
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if isinstance(ckpt_path, str) and ckpt_path not in ("last", "best", "hpc", "registry"):
+            try:  # a missing or garbage file named in one line, before Lightning reads it (with torch's advice)
+                load_checkpoint(ckpt_path)
+            except InputFileError as err:
+                _fail(subcommand, err)
+        super()._parse_ckpt_path()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        from p4lightning._validation import ConfigurationError, InputFileError
 
         try:
             super()._run_subcommand(subcommand)
-        except (InputFileError, FileNotFoundError) as err:  # data files found broken in setup()
+        except (InputFileError, FileNotFoundError, ConfigurationError) as err:  # found broken in setup()
             _fail(subcommand, err)
 
 
@@ -150,17 +178,18 @@ def _load_bg(path: Path, energy: str | None = None) -> Any:
 
 
 def _refuse_overwrite(out: Path, names: list[str], force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
+    """Refuse ``--out`` before any work: a file, a folder that cannot be written or created, or one holding any of
+    ``names`` without ``force``. Creates nothing: the outputs are written as a unit at the end
+    (:func:`~p4lightning._io.staged_folder`)."""
+    from p4lightning._io import check_output_dir
+
+    try:
+        check_output_dir(out, "--out")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     existing = [n for n in names if (out / n).exists()]
     if existing and not force:
         raise UsageError(f"--out {out} already holds {', '.join(existing)}; pass --force to overwrite")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--out {out} cannot be created: {err}") from err
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"--out {out} is not writable")
 
 
 def _reference(trajectories: list[str] | None, topology: str | None, what: str) -> torch.Tensor | None:
@@ -198,9 +227,25 @@ def _positive(value: int, flag: str) -> int:
     return value
 
 
+SAMPLE_DESCRIPTION = (
+    "Draw samples from a Boltzmann-generator checkpoint and write them to --out as one unit: samples.dcd and "
+    "topology.pdb (mdtraj-readable), samples.npz (energies_kT, log_q, log_weights), summary.json; with "
+    "--trajectory/--topology of held-out MD also the evaluation figures. Nothing is created before the inputs "
+    "are checked, and a failed run leaves --out as it was."
+)
+EVALUATE_DESCRIPTION = (
+    "Score checkpoints (or a folder written by 'p4lightning sample') against held-out MD: one table for all "
+    "models (metrics.json, table.md) and one set of figures (energy violins: MD, MD + noise, each model; "
+    "Ramachandran histograms), each metric with its floor from --floor-trajectory (an independent MD set). "
+    "The outputs are written to --out as one unit."
+)
+
+
 def sample_main(argv: list[str]) -> dict[str, object]:
     """``p4lightning sample``: draw samples from a checkpoint; write trajectory, arrays and (with MD) the evaluation."""
-    parser = argparse.ArgumentParser(prog="p4lightning sample", description=sample_main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="p4lightning sample", description=SAMPLE_DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--ckpt", type=Path, required=True, help="BoltzmannGenerator checkpoint")
     parser.add_argument("--n", type=int, default=5000, help="number of samples")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -208,7 +253,7 @@ def sample_main(argv: list[str]) -> dict[str, object]:
     parser.add_argument("--energy", choices=("torch", "openmm"), default=None, help="energy op (default: the model's)")
     parser.add_argument("--trajectory", nargs="*", default=None, help="held-out MD (files or globs) to evaluate against")
     parser.add_argument("--topology", default=None, help="topology (PDB) of the MD trajectories")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
     args = parser.parse_args(argv)
     _positive(args.n, "--n")
@@ -222,7 +267,7 @@ def sample_main(argv: list[str]) -> dict[str, object]:
     reference = _reference(args.trajectory, args.topology, "--trajectory")
     import mdtraj
 
-    from p4lightning._io import atomic_path
+    from p4lightning._io import staged_folder
     from p4lightning.metrics.definitions import energy_statistics
     from p4lightning.metrics.evaluation import evaluate_model, write_json
     from p4lightning.systems.alanine import N_ATOMS, alanine_dipeptide
@@ -239,23 +284,23 @@ def sample_main(argv: list[str]) -> dict[str, object]:
         u = model.energies(x.double()).double()
     ala2 = alanine_dipeptide(model.hparams.temperature)
     traj = mdtraj.Trajectory(x.reshape(-1, N_ATOMS, 3).float().numpy(), ala2.mdtraj_topology())
-    with atomic_path(args.out / "samples.dcd") as tmp:
-        traj.save_dcd(str(tmp))
-    ala2.write_pdb(args.out / "topology.pdb")
     threshold = float(model.data_energy_max)
-    with atomic_path(args.out / "samples.npz") as tmp:
+    summary: dict[str, object] = {"n": args.n, "samples": energy_statistics(u, threshold)}
+    ev = evaluate_model(model, reference, args.n, seed=args.seed) if reference is not None else None
+    all_names = [*names, "energy_violins.png", "ramachandran.png"]  # a rerun without MD removes the old figures
+    with staged_folder(args.out, all_names) as stage:
+        traj.save_dcd(str(stage / "samples.dcd"))
+        ala2.write_pdb(stage / "topology.pdb")
         np.savez(
-            tmp, energies_kT=u.numpy(), log_q=log_q.numpy(), log_weights=(-u - log_q).numpy(),
+            stage / "samples.npz", energies_kT=u.numpy(), log_q=log_q.numpy(), log_weights=(-u - log_q).numpy(),
             low_energy_threshold_kT=threshold, temperature_K=model.hparams.temperature,
         )  # fmt: skip
-    summary: dict[str, object] = {"n": args.n, "samples": energy_statistics(u, threshold)}
-    if reference is not None:
-        from p4lightning.plots.molecules import plot_evaluations
+        if ev is not None:
+            from p4lightning.plots.molecules import plot_evaluations
 
-        ev = evaluate_model(model, reference, args.n, seed=args.seed)
-        plot_evaluations({"BG samples": ev}, args.out)
-        summary = ev.metrics
-    write_json(summary, args.out / "summary.json")
+            plot_evaluations({"BG samples": ev}, stage)
+            summary = ev.metrics
+        write_json(summary, stage / "summary.json")
     print(f"wrote {args.n} samples to {args.out / 'samples.dcd'} (+ topology.pdb, samples.npz, summary.json)")
     return summary
 
@@ -266,7 +311,10 @@ def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
     One table for all models (``metrics.json``), one set of figures (energy violins: MD, MD + noise, each model;
     Ramachandran histograms), each metric with its floor from ``--floor-trajectory`` (an independent MD set).
     """
-    parser = argparse.ArgumentParser(prog="p4lightning evaluate", description=evaluate_main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="p4lightning evaluate", description=EVALUATE_DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
     parser.add_argument("--ckpt", type=Path, nargs="*", default=[], help="BoltzmannGenerator checkpoint(s)")
     parser.add_argument("--name", nargs="*", default=None, help="a label per checkpoint (default: file stems)")
     parser.add_argument("--samples", type=Path, default=None, help="a folder written by 'p4lightning sample'")
@@ -277,7 +325,7 @@ def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
     parser.add_argument("--noise-nm", type=float, default=0.004, help="Gaussian noise (nm) of the noisy-MD set")
     parser.add_argument("--energy", choices=("torch", "openmm"), default=None, help="energy op (default: the model's)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples and of the noise")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
     args = parser.parse_args(argv)
     _positive(args.n, "--n")
@@ -291,12 +339,15 @@ def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
     for p in args.ckpt:
         if not p.is_file():
             raise UsageError(f"checkpoint not found: {p}")
-    _refuse_overwrite(args.out, ["metrics.json", "table.md", "energy_violins.png", "ramachandran.png"], args.force)
+    outputs = ["metrics.json", "table.md", "energy_violins.png", "ramachandran.png"]
+    _refuse_overwrite(args.out, outputs, args.force)
     reference, replica = _reference_replicas(args.trajectory, args.topology, "--trajectory")  # type: ignore[misc]
     floor = _reference(args.floor_trajectory, args.topology, "--floor-trajectory")
+    from p4lightning._io import staged_folder
     from p4lightning.metrics.evaluation import evaluate_model, write_json
     from p4lightning.plots.molecules import plot_evaluations
 
+    sample_folder = _check_sample_folder(args.samples) if args.samples is not None else None
     evaluations = {}
     for name, path in zip(names, args.ckpt, strict=True):
         model = _load_bg(path, args.energy)
@@ -304,37 +355,31 @@ def evaluate_main(argv: list[str]) -> dict[str, dict[str, object]]:
             model, reference, args.n, args.noise_nm, args.seed, floor_x=floor, md_replica=replica
         )
     if args.samples is not None:
-        evaluations[args.samples.name] = _evaluate_sample_folder(args, reference, floor, replica)
-    plot_evaluations(evaluations, args.out, args.noise_nm)
+        evaluations[args.samples.name] = _evaluate_sample_folder(args, sample_folder, reference, floor, replica)
     command = "p4lightning evaluate " + " ".join(shlex.quote(a) for a in argv)
     table = {name: {**ev.metrics, "source": str(src), "command": command}
              for (name, ev), src in zip(evaluations.items(), [*args.ckpt, args.samples], strict=False)}  # fmt: skip
-    write_json(table, args.out / "metrics.json")
     text = _format_table(table)
-    from p4lightning._io import atomic_path
-
-    with atomic_path(args.out / "table.md") as tmp:
-        tmp.write_text(f"Command: `{command}`\n\n{text}\n")
+    with staged_folder(args.out, outputs) as stage:
+        plot_evaluations(evaluations, stage, args.noise_nm)
+        write_json(table, stage / "metrics.json")
+        (stage / "table.md").write_text(f"Command: `{command}`\n\n{text}\n")
     print(text)
     print(f"wrote metrics.json, table.md, energy_violins.png, ramachandran.png to {args.out}")
     return table
 
 
 def _evaluate_sample_folder(
-    args: argparse.Namespace, reference: torch.Tensor, floor: torch.Tensor | None, replica: torch.Tensor | None = None
+    args: argparse.Namespace, sample_folder: Any, reference: torch.Tensor, floor: torch.Tensor | None,
+    replica: torch.Tensor | None = None,
 ) -> Any:
     """Score a ``sample`` folder (positions, energies and log q as written) with a TorchEnergy for the MD sets."""
     from p4lightning.metrics.evaluation import Evaluation, score
     from p4lightning.systems.alanine import alanine_dipeptide
     from p4lightning.systems.torch_energy import TorchEnergy
 
-    folder = args.samples
-    for name in ("samples.npz", "samples.dcd", "topology.pdb"):
-        if not (folder / name).is_file():
-            raise UsageError(f"--samples {folder} has no {name} (write it with 'p4lightning sample')")
-    arrays = np.load(folder / "samples.npz")
+    arrays, x = sample_folder
     temperature = float(arrays["temperature_K"])
-    x = _reference([str(folder / "samples.dcd")], str(folder / "topology.pdb"), "--samples")
     energy = TorchEnergy(alanine_dipeptide(temperature).system, temperature)
 
     def u(pos: torch.Tensor) -> torch.Tensor:
@@ -355,6 +400,29 @@ def _evaluate_sample_folder(
         ev.floor_u = u(ev.floor_x)
     score(ev, temperature, args.noise_nm)
     return ev
+
+
+def _check_sample_folder(folder: Path) -> tuple[Any, torch.Tensor]:
+    """The arrays and positions ``(n, 66)`` nm of a ``sample`` folder, refused (one line) if a file is missing or
+    unreadable, or if its trajectory and arrays disagree in length (files of two runs)."""
+    for name in ("samples.npz", "samples.dcd", "topology.pdb"):
+        if not (folder / name).is_file():
+            raise UsageError(f"--samples {folder} has no {name} (write it with 'p4lightning sample')")
+    try:
+        arrays = dict(np.load(folder / "samples.npz"))
+    except Exception as err:  # numpy/zip errors of truncated or garbage files
+        raise UsageError(f"--samples {folder}/samples.npz is not readable: {err}".split("\n")[0]) from err
+    missing = [k for k in ("energies_kT", "log_q", "temperature_K", "low_energy_threshold_kT") if k not in arrays]
+    if missing:
+        raise UsageError(f"--samples {folder}/samples.npz lacks {', '.join(missing)} (not written by 'p4lightning sample')")
+    x = cast(torch.Tensor, _reference([str(folder / "samples.dcd")], str(folder / "topology.pdb"), "--samples"))
+    lengths = {len(x), len(arrays["energies_kT"]), len(arrays["log_q"])}
+    if len(lengths) != 1:
+        raise UsageError(
+            f"--samples {folder}: samples.dcd has {len(x)} frames but samples.npz {len(arrays['energies_kT'])} "
+            "energies: the files are of different runs"
+        )
+    return arrays, x
 
 
 def _with_interval(value: Any, interval: Any, fmt: str = ".4f") -> str:
@@ -438,6 +506,13 @@ def main(argv: list[str] | None = None) -> None:
         _ensure_single_openmp_thread()
     args = sys.argv[1:] if argv is None else argv
     _quiet()
+    if not args or not (args[0] in SUBCOMMANDS or args[0].startswith("-")):
+        choices = f"(choose from {', '.join(SUBCOMMANDS)}; {PROG} --help)"
+        if not args:
+            print(f"usage: {USAGE}\n{PROG}: error: a subcommand is required {choices}", file=sys.stderr)
+        else:
+            print(f"{PROG}: error: invalid choice: {args[0]!r} {choices}", file=sys.stderr)
+        raise SystemExit(2)
     commands = {"sample": sample_main, "evaluate": evaluate_main}
     if args and args[0] in commands:
         try:
@@ -445,6 +520,11 @@ def main(argv: list[str] | None = None) -> None:
         except UsageError as err:
             print(f"p4lightning {args[0]}: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        except OSError as err:  # a full disk, a folder removed under us: the outputs are left as they were
+            if os.environ.get("P4LIGHTNING_DEBUG"):
+                raise
+            print(f"p4lightning {args[0]}: error: {err} (--out is left as it was)", file=sys.stderr)
+            raise SystemExit(1) from None
         return
     P4LightningCLI(
         pl.LightningModule,

@@ -5,6 +5,7 @@ import torch
 
 from p4lightning import BentIdentity, Inverse, InverseBentIdentity, P4Inv, P4Orth
 from p4lightning.flows import (
+    AngleSquash,
     LeadingBlock,
     LULinear,
     Permutation,
@@ -55,13 +56,15 @@ BIJECTIONS = {
     "spline-coupling": lambda: _perturbed(SplineCoupling(6, [0, 2, 5], circular=[4, 5], hidden=(8,), bins=5)),
     "spline-coupling-euclidean": lambda: _perturbed(SplineCoupling(5, [1, 3], hidden=(8, 8), bound=3.0)),
     "lu-linear": lambda: _perturbed(LULinear(5)),
+    "angle-squash": lambda: AngleSquash(5, 2),
+    "realnvp-flow-angles": lambda: _perturbed(realnvp_flow(4, n_blocks=1, hidden=(8,), mixing="p4inv", n_angles=2)),
     "leading-block-lu": lambda: _perturbed(LeadingBlock(LULinear(3), 5)),
     "spline-flow-p4inv": lambda: _perturbed(spline_flow(7, 3, n_couplings=2, hidden=(8,), mixing="p4inv")),
     "spline-flow-mask": lambda: _perturbed(spline_flow(7, 3, n_couplings=4, hidden=(8,), mixing="mask")),
     "spline-flow-lu": lambda: _perturbed(spline_flow(7, 3, n_couplings=2, hidden=(8,), mixing="lu")),
 }
 #: coordinates that are angles in [-π, π) (inputs are drawn there)
-CIRCULAR = {"spline-coupling": [4, 5], "spline-flow-p4inv": [4, 5, 6], "spline-flow-mask": [4, 5, 6],
+CIRCULAR = {"spline-coupling": [4, 5], "angle-squash": [3, 4], "realnvp-flow-angles": [2, 3], "spline-flow-p4inv": [4, 5, 6], "spline-flow-mask": [4, 5, 6],
             "spline-flow-lu": [4, 5, 6]}  # fmt: skip
 
 

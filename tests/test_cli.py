@@ -192,3 +192,132 @@ def test_outputs_in_a_users_folder_are_refused_without_force(command, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert f"already holds {name}" in err and "pass --force" in err and len(err.splitlines()) == 1
     assert (tmp_path / name).read_bytes() == b"user data"
+
+
+# --- reliability: one-line refusals, nothing created or mixed ----------------------------------------------------
+SHIPPED = "checkpoints/spline_p4inv.ckpt"
+
+
+def _one_line_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2, err
+    last = err.splitlines()[-1]
+    assert "Traceback" not in err and len(err.splitlines()) <= 3, err
+    return last
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data.init_args.val_fraction", "0", "--data.init_args.test_fraction", "0"],
+         "validation and test splits are empty"),
+        (["--model.init_args.temperature", "-1"], "temperature must be > 0 K"),
+        (["--ckpt_path", "README.md"], "checkpoint README.md is not a readable torch checkpoint"),
+        (["--model.init_args.flow", "realnvp", "--model.init_args.mixing", "swap",
+          "--model.init_args.circular_torsions", "none"], "P4MergeCallback: BoltzmannGenerator contains no P4Module"),
+        (["--ckpt_path", SHIPPED], "checkpointed every_n_steps=100 differs"),
+        (["--model.init_args.init_checkpoint", "nothere.ckpt"], "init_checkpoint nothere.ckpt does not exist"),
+    ],
+)  # fmt: skip
+def test_fit_refusals_are_one_line_with_exit_2(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config = yaml.safe_load((ROOT / "configs/bg/demo.yaml").read_text())
+    if extra == ["--ckpt_path", SHIPPED]:  # resume the shipped headline with its merge interval changed
+        config = yaml.safe_load((ROOT / "configs/bg/spline_p4inv.yaml").read_text())
+        config["model"]["init_args"]["init_checkpoint"] = None
+        config["data"]["init_args"]["trajectories"] = ["data/ala2_600K_replicas/replica_00[0-4].dcd"]
+        config["trainer"]["callbacks"][0]["init_args"]["every_n_steps"] = 50
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    base = ["fit", "--config", str(path), "--trainer.max_steps", "2", "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(tmp_path), "--model.init_args.compile", "false"]  # fmt: skip
+    assert message in _one_line_exit_2(base + extra, capsys)
+
+
+def test_test_refuses_garbage_checkpoints_and_an_empty_test_split(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    base = ["test", "--config", "configs/bg/demo.yaml", "--trainer.logger", "false"]
+    assert "not a readable torch checkpoint" in _one_line_exit_2([*base, "--ckpt_path", "README.md"], capsys)
+    message = _one_line_exit_2([*base, "--data.init_args.test_fraction", "0", "--ckpt_path", SHIPPED], capsys)
+    assert "the test split is empty" in message
+
+
+def test_usage_lists_every_subcommand(capsys):
+    for argv in ([], ["frobnicate"], ["--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        captured = capsys.readouterr()
+        assert exit_info.value.code == (0 if argv == ["--help"] else 2)
+        if argv == ["--help"]:
+            assert captured.out.startswith("usage: p4lightning [") and "{fit,validate,test,sample,evaluate}" in captured.out
+        elif argv:
+            assert captured.err.strip() == "p4lightning: error: invalid choice: 'frobnicate' (choose from fit, " \
+                "validate, test, sample, evaluate; p4lightning --help)"
+        else:
+            assert "usage: p4lightning [-h] {fit,validate,test,sample,evaluate}" in captured.err
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate"])
+def test_help_shows_defaults_in_plain_text(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 10000)" in out if command == "evaluate" else "(default: 5000)" in out
+    assert "``" not in out and ":math:" not in out and ":class:" not in out
+
+
+def test_a_topology_mdtraj_cannot_parse_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    bad = tmp_path / "bad.pdb"
+    bad.write_text("ATOM  garbage that is not a PDB record\nCONECT x y\n" * 3)
+    for argv in (
+        ["evaluate", "--ckpt", SHIPPED, "--trajectory", "data/ala2_600K.dcd", "--topology", str(bad),
+         "--out", str(tmp_path / "e")],
+        ["sample", "--ckpt", SHIPPED, "--trajectory", "data/ala2_600K.dcd", "--topology", str(bad),
+         "--out", str(tmp_path / "s")],
+    ):  # fmt: skip
+        assert f"topology {bad} is not readable by mdtraj" in _one_line_exit_2(argv, capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pdb"]  # no --out folder left behind
+
+
+def test_failed_sample_and_evaluate_leave_no_out_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    _one_line_exit_2(["sample", "--ckpt", "README.md", "--out", str(tmp_path / "s")], capsys)
+    _one_line_exit_2(["evaluate", "--ckpt", "README.md", "--trajectory", "data/ala2_600K.dcd", "--topology",
+                      "data/ala2.pdb", "--out", str(tmp_path / "e")], capsys)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sample_folder_is_written_as_a_unit_and_evaluate_refuses_a_mixed_one(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    torch.set_default_dtype(torch.float32)  # as in the console script (restored by the package conftest)
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "samples"
+    main(["sample", "--ckpt", SHIPPED, "--n", "8", "--out", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = np.savez
+
+    def disk_full_after_the_dcd(*args, **kwargs):
+        real(*args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full_after_the_dcd)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--ckpt", SHIPPED, "--n", "12", "--out", str(out), "--force"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert "No space left on device" in err and len(err.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier run, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples"]  # no staging folder left
+    monkeypatch.setattr(np, "savez", real)
+    # a folder mixing two runs (the old code's failure left one): refused, naming the disagreement
+    main(["sample", "--ckpt", SHIPPED, "--n", "12", "--out", str(tmp_path / "twelve")])
+    (out / "samples.dcd").write_bytes((tmp_path / "twelve" / "samples.dcd").read_bytes())
+    message = _one_line_exit_2(
+        ["evaluate", "--samples", str(out), "--trajectory", "data/ala2_600K.dcd", "--topology", "data/ala2.pdb",
+         "--out", str(tmp_path / "eval")], capsys,
+    )  # fmt: skip
+    assert "samples.dcd has 12 frames but samples.npz 8 energies" in message

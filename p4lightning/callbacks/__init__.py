@@ -1,9 +1,9 @@
 """Lightning callbacks: ``P4MergeCallback`` decides *when* to merge (``p4lightning.p4`` does *what*);
 ``BoltzmannFigures`` writes a Boltzmann-generator run's figures and summary; ``FinalStepCheckpoint`` keeps
-``last.ckpt`` at the final step."""
+``last.ckpt`` at the final step and, with ``AtomicCheckpointIO``, writes every checkpoint atomically."""
 
 from p4lightning.callbacks.bg_figures import BoltzmannFigures
-from p4lightning.callbacks.checkpoint import FinalStepCheckpoint
+from p4lightning.callbacks.checkpoint import AtomicCheckpointIO, FinalStepCheckpoint
 from p4lightning.callbacks.merge import P4MergeCallback
 
-__all__ = ["BoltzmannFigures", "FinalStepCheckpoint", "P4MergeCallback"]
+__all__ = ["AtomicCheckpointIO", "BoltzmannFigures", "FinalStepCheckpoint", "P4MergeCallback"]

@@ -19,7 +19,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
-from p4lightning._validation import check_positive_int
+from p4lightning._io import check_output_dir
+from p4lightning._validation import ConfigurationError, check_positive_int
 from p4lightning.metrics.evaluation import evaluate_model, write_json
 from p4lightning.plots.molecules import plot_evaluations, plot_training_curves
 
@@ -60,12 +61,18 @@ class BoltzmannFigures(pl.Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Refuse, before training, a datamodule without held-out frames (the figures compare against them)."""
+        """Refuse, before training, an output folder that cannot be written and a datamodule without held-out
+        frames (the figures compare against them)."""
+        if stage == "fit" and trainer.is_global_zero:
+            try:
+                check_output_dir(self.out_dir, "BoltzmannFigures out_dir")
+            except ValueError as err:
+                raise ConfigurationError(str(err)) from None
         dm = trainer.datamodule
         if stage == "fit" and dm is not None and getattr(dm, "train", None) is not None:
             held_out = [getattr(dm, name, None) for name in ("val", "test")]
             if not any(h is not None and len(h) for h in held_out):
-                raise ValueError(
+                raise ConfigurationError(
                     "BoltzmannFigures compares samples with held-out MD, but the datamodule's validation and test "
                     "splits are empty: set val_fraction or test_fraction > 0, or remove the callback"
                 )

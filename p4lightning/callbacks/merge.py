@@ -33,7 +33,7 @@ import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
-from p4lightning._validation import check_positive_int
+from p4lightning._validation import ConfigurationError, check_positive_int
 from p4lightning.p4.protocol import MergeStatus, P4Module, find_p4_modules
 from p4lightning.p4.schedule import MergeReport, MergeSchedule, OptimizerStatePolicy
 
@@ -120,14 +120,16 @@ class P4MergeCallback(pl.Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Lightning restores callback state after setup, in every stage; only fitting merges
+        self._fitting = stage == "fit"
         self._modules = find_p4_modules(pl_module)
         if not self._modules:
-            raise ValueError(
+            raise ConfigurationError(
                 f"P4MergeCallback: {type(pl_module).__name__} contains no P4Module (P4Inv, P4Orth, ...); "
                 "remove the callback or add a P4 layer"
             )
         if isinstance(trainer.strategy, _sharding_strategies()):
-            raise ValueError(
+            raise ConfigurationError(
                 f"P4MergeCallback does not support strategy {type(trainer.strategy).__name__}: it shards "
                 "parameters, so a rank cannot merge a whole perturbation. Use a data-parallel strategy (ddp, "
                 "ddp_spawn, single device)."
@@ -206,5 +208,7 @@ class P4MergeCallback(pl.Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not getattr(self, "_fitting", True):
+            return  # validate/test never merge: the checkpoint's schedule (and a changed one) does not matter
         self.schedule.load_state_dict(state_dict["schedule"])
         self._recent_refused = deque(state_dict.get("recent_refused", []), maxlen=self.warn_window)

@@ -27,7 +27,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from p4lightning._validation import InputFileError, check_positive_int
+from p4lightning._io import c_stdout_silenced
+from p4lightning._validation import ConfigurationError, InputFileError, check_positive_int
 
 __all__ = ["EpochSeededSampler", "MDTrajectoryDataModule", "load_positions"]
 
@@ -130,7 +131,8 @@ def load_positions(
         if declared == 0:
             raise InputFileError(f"trajectory {path} has no frames (its DCD header declares 0)")
         try:
-            traj = mdtraj.load(str(path), top=top, stride=stride)
+            with c_stdout_silenced():  # the DCD plugin's C-level "dcdplugin)" lines
+                traj = mdtraj.load(str(path), top=top, stride=stride)
         except Exception as err:  # mdtraj raises many types (IOError, ValueError, struct.error...)
             raise InputFileError(
                 f"trajectory {path} is not readable by mdtraj with topology {topology}: {err}"
@@ -316,7 +318,17 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         return loader
 
     def val_dataloader(self) -> DataLoader:
+        # while fitting, an empty validation split means "no validation"; `validate` needs frames
+        if self.val is not None and len(self.val) == 0 and self._stage() == "validate":
+            raise ConfigurationError("the validation split is empty (val_fraction 0): nothing to validate on")
         return self._loader(self.val, False)
 
     def test_dataloader(self) -> DataLoader:
+        if self.test is not None and len(self.test) == 0:
+            raise ConfigurationError("the test split is empty (test_fraction 0): nothing to test on")
         return self._loader(self.test, False)
+
+    def _stage(self) -> str | None:
+        """The attached trainer's stage (``"fit"``, ``"validate"``, ``"test"``, ...), or None."""
+        trainer = self.trainer
+        return None if trainer is None or trainer.state.fn is None else trainer.state.fn.value

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from p4lightning._io import check_output_dir, write_text
 from p4lightning.data.linear import linear_target
 from p4lightning.p4.inv import P4Inv
 from p4lightning.p4.schedule import MergeSchedule
@@ -126,6 +127,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, list[fl
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="short runs at small sizes (a smoke test)")
     args = parser.parse_args(argv)
+    try:
+        check_output_dir(args.out, "--out")
+    except ValueError as err:
+        parser.error(str(err))
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     for run in PAPER_RUNS:
         dim = None
@@ -141,8 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, list[fl
             + f"  ({time.perf_counter() - start:.1f} s)",
             flush=True,
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "linear_results.json").write_text(json.dumps(results))
+    write_text(args.out / "linear_results.json", json.dumps(results))
     figure = plot_linear_curves(results, args.out / "linear_curves.png")
     print(f"wrote {args.out / 'linear_results.json'} and {figure}")
     return results

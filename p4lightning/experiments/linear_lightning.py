@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LightningCLI
 
+from p4lightning._io import check_output_dir, write_text
 from p4lightning.callbacks.merge import P4MergeCallback
 from p4lightning.data.linear_datamodule import LinearDataModule
 from p4lightning.models.linear import LinearFit
@@ -147,7 +148,7 @@ def write_summary(results: list[dict[str, Any]], out: Path) -> str:
                 f"{inv} | {sign} | {merges} | {r['seconds']:.0f} |"
             )
     text = "\n".join(lines) + "\n"
-    (out / "summary.md").write_text(text)
+    write_text(out / "summary.md", text)
     return text
 
 
@@ -168,6 +169,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for path in args.configs:
         if not path.is_file():
             parser.error(f"config file not found: {path}")
+    try:
+        check_output_dir(args.out, "--out")
+    except ValueError as err:
+        parser.error(str(err))
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     results = []
     for path in args.configs:
@@ -176,8 +181,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"{result['problem']:20s} {result['label']:20s} final loss {result['loss'][-1]:.3e} ({result['seconds']:.0f} s)"
         )
         results.append(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "linear_experiments.json").write_text(json.dumps(results))
+    write_text(args.out / "linear_experiments.json", json.dumps(results))
     for problem in dict.fromkeys(r["problem"] for r in results):
         runs = {r["label"]: r for r in results if r["problem"] == problem}
         target = [complex(*z) for z in next(iter(runs.values()))["target_eigenvalues"]]

@@ -10,9 +10,11 @@ from p4lightning.flows.permutation import Permutation, Swap
 from p4lightning.flows.priors import NormalUniformPrior
 from p4lightning.flows.sequential import SequentialFlow, StandardNormal
 from p4lightning.flows.spline import SplineCoupling
+from p4lightning.flows.squash import AngleSquash
 
 __all__ = [
     "SPLINE_MIXINGS",
+    "AngleSquash",
     "BentIdentity",
     "Bijection",
     "Inverse",

@@ -39,6 +39,7 @@ from p4lightning.flows.partial import LeadingBlock
 from p4lightning.flows.permutation import Swap
 from p4lightning.flows.sequential import SequentialFlow
 from p4lightning.flows.spline import SplineCoupling
+from p4lightning.flows.squash import AngleSquash
 from p4lightning.p4.inv import P4Inv
 
 __all__ = ["SPLINE_MIXINGS", "realnvp_flow", "spline_flow"]
@@ -53,8 +54,11 @@ def realnvp_flow(
     hidden: Sequence[int] = (60, 60),
     mixing: Literal["swap", "p4inv"] = "p4inv",
     p4inv_kwargs: dict[str, Any] | None = None,
+    n_angles: int = 0,
 ) -> SequentialFlow:
-    """``n_blocks`` blocks of ``RNVP → mixer → RNVP → mixer`` (paper Fig. 7).
+    r"""``n_blocks`` blocks of ``RNVP → mixer → RNVP → mixer`` (paper Fig. 7), then, with ``n_angles`` > 0,
+    :class:`~p4lightning.flows.squash.AngleSquash` onto :math:`(-\pi, \pi)` for the last ``n_angles``
+    coordinates (torsions on the circle without aliasing).
 
     Args:
         dim: flow dimension (60 for alanine dipeptide).
@@ -62,6 +66,7 @@ def realnvp_flow(
         hidden: hidden sizes of the ``t`` and ``s`` networks (paper: ``(60, 60)``).
         mixing: ``"swap"`` (RealNVP baseline) or ``"p4inv"`` (P⁴Inv swaps).
         p4inv_kwargs: extra arguments of every :class:`P4Inv` (e.g. ``bookkeeping_dtype``).
+        n_angles: trailing coordinates that are angles.
     """
     check_positive_int(n_blocks, "n_blocks")
     check_choice(mixing, ("swap", "p4inv"), "mixing")
@@ -71,6 +76,8 @@ def realnvp_flow(
         for _ in range(2):
             layers.append(RealNVPCoupling(dim, hidden=hidden))
             layers.append(Swap(dim) if mixing == "swap" else P4Inv(dim, **kwargs))
+    if n_angles:
+        layers.append(AngleSquash(dim, n_angles))
     return SequentialFlow(layers)
 
 

@@ -21,8 +21,9 @@ rational-quadratic spline flow (:func:`~p4lightning.flows.blocks.spline_flow`; `
 ``"lu"``). With ``circular_torsions="proper"`` the proper torsions (rotors, φ, ψ, ω) are angles in
 :math:`[-\pi, \pi)` and the narrow sibling torsions standardised reals (FAB's choice); with ``"all"`` every torsion
 is an angle. The spline flow treats angles with circular splines over a uniform base, so :math:`\ln q` is the
-density of the conformation and no sample leaves the principal branch of a circular torsion (the RealNVP flow
-cannot keep them there and refuses the option). On the circle a narrow sibling torsion must be squeezed out of the
+density of the conformation and no sample leaves the principal branch of a circular torsion; the RealNVP flow
+ends in :class:`~p4lightning.flows.squash.AngleSquash` (:math:`\theta = \pi\tanh t`), a bijection onto the
+open branch, for the same guarantee. On the circle a narrow sibling torsion must be squeezed out of the
 uniform base, and the samples that leak to its mirror offset are a swapped pair of methyl hydrogens — same energy,
 tiny :math:`q`, huge weight (:mod:`p4lightning.systems.observables`; measured in docs/spline_bg/README.md).
 
@@ -32,13 +33,27 @@ tiny :math:`q`, huge weight (:mod:`p4lightning.systems.observables`; measured in
 energy contributes zero gradient (Note [zero weight, zero gradient] in the energy ops), gradient-norm clipping is
 the ``Trainer``'s ``gradient_clip_val``, and ``lr_schedule="cosine"`` decays each phase's learning rate to 0 at
 its end. The maximum-likelihood term stays in the loss (:math:`w_l > 0`): a forward-KL anchor that keeps the
-minor (φ ≥ 0) basin, which reverse KL alone would drop. ``init_checkpoint`` starts a stage from another run's
+minor (φ ≥ 0) basin, which reverse KL alone would drop.
+
+**Importance-weighted forward KL** (``iw_forward_weight`` :math:`\lambda > 0`, the energy phase's mass-covering
+term, as TA-BG and CMT use): with the step's generated samples :math:`\mathbf{x}_i \sim q` held fixed and
+self-normalised weights :math:`\bar w_i \propto \exp(-u_i - \ln q(\mathbf{x}_i))` over the kept samples of MD's
+labeling,
+
+.. math::
+    J_\text{iw} = -\sum_i \bar w_i \ln q_\theta(\mathbf{x}_i) \approx \mathrm{KL}(p \,\|\, q_\theta) + \text{const},
+
+added as :math:`w_e (J_e + \lambda J_\text{iw})`. Reverse KL barely moves :math:`q` where it puts little mass; a
+sample that lands there has a large :math:`\bar w_i` and pulls :math:`q` up (measured in docs/spline_bg/).
+``iw_clip_fraction`` clips the largest log weights of each batch to the quantile below them (variance control).
+``init_checkpoint`` starts a stage from another run's
 trained weights (e.g. the energy stage from the best maximum-likelihood checkpoint).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -65,7 +80,7 @@ from p4lightning.systems.alanine import (
 )
 from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
 from p4lightning.systems.mixed import MixedCoordinateTransform
-from p4lightning.systems.observables import phi_psi
+from p4lightning.systems.observables import labeling_signs, phi_psi
 from p4lightning.systems.torch_energy import TorchEnergy
 
 __all__ = ["BoltzmannGenerator"]
@@ -89,12 +104,17 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         z_matrix: ``"backbone"`` (the first Z-matrix of this project, every torsion along bonds to backbone atoms) or
             ``"standard"`` (the literature's sibling-relative one); see :mod:`p4lightning.systems.alanine`.
         circular_torsions: ``"none"``, ``"proper"`` (rotors, φ, ψ, ω on the circle; sibling torsions standardised)
-            or ``"all"`` (spline flow only; ``True`` / ``False`` of earlier checkpoints mean ``"all"`` / ``"none"``).
+            or ``"all"`` (``True`` / ``False`` of earlier checkpoints mean ``"all"`` / ``"none"``); the spline flow
+            uses circular splines, RealNVP an :class:`~p4lightning.flows.squash.AngleSquash`.
         lr: Adam learning rate of the density-estimation phase (paper: 1e-3).
         weight_decay: decoupled weight decay (AdamW; 0: Adam's update exactly).
         lr_schedule: ``"constant"`` or ``"cosine"`` (each phase decays from its learning rate to 0 at its end; the
             energy phase ends at the trainer's ``max_steps``).
         energy_drop_fraction: fraction of each energy batch with the highest energies left out of :math:`J_e`.
+        iw_forward_weight: :math:`\lambda`, the weight of the importance-weighted forward KL :math:`J_\text{iw}`
+            relative to :math:`J_e` in the energy phase (0: not computed).
+        iw_clip_fraction: fraction of each batch's largest log weights clipped to the next one's in
+            :math:`J_\text{iw}` (0: none).
         init_checkpoint: a checkpoint whose model weights (transform, flow) this model starts from when it is
             fitted from scratch (read in ``setup``; a model loaded from its own checkpoint ignores it); its
             architecture options must match.
@@ -137,6 +157,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         weight_decay: float = 0.0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         energy_drop_fraction: float = 0.0,
+        iw_forward_weight: float = 0.0,
+        iw_clip_fraction: float = 0.0,
         init_checkpoint: str | None = None,
         energy_phase_start: int | None = None,
         energy_lr: float = 1e-5,
@@ -163,6 +185,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         if not energy_weight_ratio >= 0:
             raise ValueError(f"energy_weight_ratio must be >= 0; got {energy_weight_ratio}")
         check_positive_int(energy_batch_size, "energy_batch_size")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 K; got {temperature}")
         check_positive_int(n_eval_samples, "n_eval_samples")
         check_positive_int(seed, "seed", minimum=0)
         if energy not in ("torch", "openmm"):
@@ -174,15 +198,14 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         if isinstance(circular_torsions, bool):  # checkpoints written before the choice had names
             circular_torsions = "all" if circular_torsions else "none"
         check_choice(circular_torsions, ("none", "proper", "all"), "circular_torsions")
-        if circular_torsions != "none" and flow != "spline":
-            raise ValueError(
-                f"circular_torsions={circular_torsions!r} needs flow='spline': the RealNVP flow maps torsions to all "
-                "real numbers, so it cannot keep them in [-π, π)"
-            )
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
         if not 0 <= energy_drop_fraction < 1:
             raise ValueError(f"energy_drop_fraction must be in [0, 1); got {energy_drop_fraction}")
+        if not iw_forward_weight >= 0:
+            raise ValueError(f"iw_forward_weight must be >= 0; got {iw_forward_weight}")
+        if not 0 <= iw_clip_fraction < 1:
+            raise ValueError(f"iw_clip_fraction must be in [0, 1); got {iw_clip_fraction}")
         p4_kwargs: dict[str, Any] = {"penalty_weight": p4_penalty_weight, "check_inputs": False}
         p4_kwargs["bookkeeping_dtype"] = as_floating_dtype(bookkeeping_dtype, "bookkeeping_dtype")
         rows = Z_MATRICES[z_matrix]
@@ -193,7 +216,9 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         self.transform = MixedCoordinateTransform.empty(N_ATOMS, CARTESIAN_ATOMS, rows, torch.float32, circular)
         dim, circular_indices = self.transform.dim, self.transform.circular_indices
         if flow == "realnvp":
-            self.flow = realnvp_flow(dim, n_blocks, hidden or [60, 60], mixing, p4_kwargs)  # type: ignore[arg-type]
+            self.flow = realnvp_flow(
+                dim, n_blocks, hidden or [60, 60], mixing, p4_kwargs, n_angles=len(circular_indices),  # type: ignore[arg-type]
+            )  # fmt: skip
             self.prior: StandardNormal | NormalUniformPrior = StandardNormal(dim)
         else:
             n_circular = len(circular_indices)
@@ -211,6 +236,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         # cumulative count of generated training samples whose energy was regularised (above energy_high or
         # not finite): a counter, so it is in the checkpoint
         self.register_buffer("num_energy_clamped", torch.zeros((), dtype=torch.long))
+        # MD's labeling (labeling_signs of the training frames, set in setup): J_iw's target; not model state
+        self._labeling: torch.Tensor | None = None
         self.val_energy = EnergyStatistics()
         self.val_ess = EffectiveSampleSize()
         self.val_ramachandran = RamachandranKL()
@@ -218,8 +245,12 @@ class BoltzmannGenerator(CompileSafeLightningModule):
     # ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if self.hparams.get("init_checkpoint") and stage == "fit" and not bool(self.transform.fitted):
-            self._load_init_checkpoint(self.hparams.init_checkpoint)
+        init = self.hparams.get("init_checkpoint")
+        if init and stage == "fit" and not bool(self.transform.fitted):
+            if Path(init).is_file():
+                self._load_init_checkpoint(init)
+            else:  # fine when resuming (Lightning restores the weights after setup); else refused in on_fit_start
+                self._missing_init_checkpoint = init
         if getattr(dm, "topology", None) is not None:
             check_topology(dm.topology, f"the datamodule's topology {dm.topology}")
         if not bool(self.transform.fitted):
@@ -230,6 +261,11 @@ class BoltzmannGenerator(CompileSafeLightningModule):
                     "MDTrajectoryDataModule (or load a checkpoint of a fitted model)"
                 )
             self.transform.fit_(train.reshape(len(train), N_ATOMS, 3))
+        if self.hparams.get("iw_forward_weight", 0.0) > 0 and stage == "fit":
+            train = getattr(dm, "train", None)
+            if train is None:
+                raise ValueError("iw_forward_weight > 0 needs the training frames (MD's labeling): pass the datamodule")
+            self._labeling = labeling_signs(train.reshape(len(train), N_ATOMS, 3)).double().mean(0) > 0.5
         if self.energy is None and (
             stage in ("fit", "validate", "test") or self.hparams.energy_phase_start is not None
         ):
@@ -248,6 +284,16 @@ class BoltzmannGenerator(CompileSafeLightningModule):
                     "no training frame has a finite OpenMM energy: check the trajectory and topology"
                 )
             self.data_energy_max.fill_(float(finite.max()))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._missing_init_checkpoint = None  # resumed: the weights are the checkpoint's
+
+    def on_fit_start(self) -> None:
+        missing = getattr(self, "_missing_init_checkpoint", None)
+        if missing is not None:
+            from p4lightning._validation import InputFileError
+
+            raise InputFileError(f"init_checkpoint {missing} does not exist (train the stage it comes from first)")
 
     def _load_init_checkpoint(self, path: str) -> None:
         """Model weights (transform, flow) from the checkpoint at ``path``, before training starts."""
@@ -385,6 +431,11 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             kl = torch.where(keep, u_reg + log_q, 0.0).sum() / keep.sum()
             loss = loss + w_e * kl
             self.log("train/kl", kl, prog_bar=True)
+            lam = self.hparams.get("iw_forward_weight", 0.0)
+            if lam > 0:
+                iw = self.iw_forward_kl(xg.detach(), u_reg.detach(), log_q.detach(), keep)
+                loss = loss + w_e * lam * iw
+                self.log("train/iw_forward_kl", iw)
             self.num_energy_clamped += int(clamped.sum())
             self.log("train/energy_clamped_fraction", clamped.float().mean())
             self.log("train/energy_clamped_total", self.num_energy_clamped.float())
@@ -394,6 +445,27 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             loss = loss + penalty
         self.log("train/w_e", w_e)
         return loss
+
+    def iw_forward_kl(
+        self, x: torch.Tensor, u: torch.Tensor, log_q: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        r""":math:`J_\text{iw} = -\sum_i \bar w_i \ln q_\theta(\mathbf{x}_i)` of generated positions ``x``
+        ``(B, 66)`` nm (no graph) with reduced energies ``u`` and :math:`\ln q` at drawing ``log_q`` ``(B,)``:
+        :math:`\bar w` = softmax of :math:`-u - \ln q` over ``keep`` ``(B,)`` and MD's labeling, the top
+        ``iw_clip_fraction`` clipped. The gradient flows through :math:`\ln q_\theta(\mathbf{x}_i)` only."""
+        if self._labeling is None:
+            raise RuntimeError("iw_forward_kl needs MD's labeling; it is set in setup('fit')")
+        log_w = -u - log_q
+        valid = keep & torch.isfinite(log_w) & (labeling_signs(x) == self._labeling.to(x.device)).all(-1)
+        if not bool(valid.any()):
+            return x.new_zeros(())
+        log_w = torch.where(valid, log_w, -torch.inf)
+        k = int(int(valid.sum()) * self.hparams.get("iw_clip_fraction", 0.0))
+        if k > 0:
+            log_w = log_w.clamp(max=torch.topk(log_w, k + 1).values[-1])
+        w = torch.softmax(log_w, 0)
+        log_q_theta = self._log_density_fn(x)
+        return -torch.where(valid, w * log_q_theta, 0.0).sum()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._held_out_step(batch, "val")

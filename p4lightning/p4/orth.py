@@ -54,6 +54,11 @@ class P4Orth(P4Module, Bijection):
         device: device of all tensors.
         check_inputs: validate shape and finiteness of every input.
 
+    Shapes:
+        ``forward(x)``: ``x`` of shape ``(*, n)`` → ``(y, ladj)`` with ``y`` ``(*, n)``, ``ladj`` ``(*)``;
+        ``inverse(y)`` the same. Outputs come in the input's dtype, the layer's tensors cast to it (P⁴Inv's
+        rule: a float64 layer evaluates float32 input in float32).
+
     Example:
         >>> layer = P4Orth(5, dtype=torch.float64)
         >>> with torch.no_grad():
@@ -109,20 +114,22 @@ class P4Orth(P4Module, Bijection):
                 )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``y = H₁ H₂ A x + b`` for ``x`` of shape ``(*, n)``; ``ladj`` is 0 with shape ``(*)``."""
+        r"""``y = H₁ H₂ A x + b`` for ``x`` of shape ``(*, n)``; ``ladj`` is 0 with shape ``(*)``; both in
+        ``x``'s dtype."""
         self._check(x, "x")
         self._check_reflections()
         y = x @ self.matrix.to(x.dtype).T
         y = householder(householder(y, self.w2.to(x.dtype)), self.w1.to(x.dtype))
         if self.bias is not None:
-            y = y + self.bias
+            y = y + self.bias.to(x.dtype)
         return y, x.new_zeros(x.shape[:-1])
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``x = Aᵀ H₂ H₁ (y − b)`` (reflections are symmetric involutions); ``ladj`` is 0."""
+        r"""``x = Aᵀ H₂ H₁ (y − b)`` (reflections are symmetric involutions); ``ladj`` is 0; both in ``y``'s
+        dtype."""
         self._check(y, "y")
         self._check_reflections()
-        z = y - self.bias if self.bias is not None else y
+        z = y - self.bias.to(y.dtype) if self.bias is not None else y
         z = householder(householder(z, self.w1.to(y.dtype)), self.w2.to(y.dtype))
         return z @ self.matrix.to(y.dtype), y.new_zeros(y.shape[:-1])
 

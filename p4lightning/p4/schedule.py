@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from p4lightning._validation import check_choice, check_positive_int
+from p4lightning._validation import ConfigurationError, check_choice, check_positive_int
 from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module, find_p4_modules
 
 __all__ = ["OPTIMIZER_STATE_POLICIES", "MergeReport", "MergeSchedule", "OptimizerStatePolicy", "reset_optimizer_state"]
@@ -221,14 +221,14 @@ class MergeSchedule:
         """Restore counters and generator; settings must match the ones this schedule was built with."""
         for key in ("every_n_steps", "force_every_n_merges", "correct_every_n_merges"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(
+                raise ConfigurationError(
                     f"checkpointed {key}={state[key]} differs from this schedule's {key}={getattr(self, key)}; "
                     "resuming would shift the merge schedule"
                 )
         # a checkpoint written before the policy was saved carries no record of it: nothing to compare
         saved = state.get("reset_optimizer_state", self.reset_optimizer_state)
         if saved != self.reset_optimizer_state:
-            raise ValueError(
+            raise ConfigurationError(
                 f"checkpointed reset_optimizer_state={saved!r} differs from this schedule's "
                 f"{self.reset_optimizer_state!r}; resuming would change what merges do to the optimizer state"
             )

@@ -37,5 +37,6 @@ def plot_linear_curves(
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    from p4lightning._io import save_figure
+
+    return save_figure(fig, path, dpi=110)

@@ -60,5 +60,6 @@ def plot_linear_experiment(
     for ax in flat[n_panels:]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    from p4lightning._io import save_figure
+
+    return save_figure(fig, path, dpi=100)

@@ -120,7 +120,15 @@ def check_topology(topology: object, where: str = "topology") -> None:
     """
     import mdtraj
 
-    top = topology if isinstance(topology, mdtraj.Topology) else mdtraj.load_topology(str(topology))
+    if isinstance(topology, mdtraj.Topology):
+        top = topology
+    else:
+        if not Path(str(topology)).is_file():
+            raise FileNotFoundError(f"{where}: file not found: {topology}")
+        try:
+            top = mdtraj.load_topology(str(topology))
+        except Exception as err:  # mdtraj raises many types (AttributeError, ValueError, IOError...) on bad files
+            raise InputFileError(f"{where} is not readable by mdtraj: {type(err).__name__}: {err}".split("\n")[0]) from err
     if top.n_atoms != N_ATOMS:
         raise InputFileError(f"{where} has {top.n_atoms} atoms; alanine dipeptide has {N_ATOMS}")
     for i, (atom, (res, element, name)) in enumerate(zip(top.atoms, ATOMS, strict=True)):

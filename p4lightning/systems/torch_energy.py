@@ -44,7 +44,9 @@ Reduced energies :math:`u = E / k_B T` (dimensionless) come from :meth:`TorchEne
 :math:`-\partial E/\partial x` together from :meth:`TorchEnergy.potential_and_forces`. The gradient is analytic,
 computed in the same pass as the energy (Note [analytic gradient]); autograd through ``forward`` / ``potential``
 uses it (first derivatives), and :meth:`TorchEnergy.terms_kj` stays differentiable by autograd to any order.
-Precision: the computation runs in the positions' dtype; with
+Precision: the computation runs in the positions' dtype, float32 or float64; float16 and bfloat16 (and
+anything that is not a ``torch.Tensor``, e.g. a numpy array) are refused with :class:`TypeError` naming it, as
+reduced precision cannot resolve the energy (Note [reduced precision]). With
 ``bonded_float64=True`` and float32 positions the stiff bonded terms run in float64 (as OpenMM's mixed
 precision does). Positions are centred on their mean per conformation first (energies are translation
 invariant; centring keeps float32 round-off independent of where the molecule sits). A conformation with
@@ -96,6 +98,17 @@ def supported_forces() -> tuple[str, ...]:
     return _SUPPORTED
 
 
+#: position dtypes :class:`TorchEnergy` computes in (Note [reduced precision])
+_DTYPES = (torch.float32, torch.float64)
+
+# Note [reduced precision]: the energy is a sum of hundreds of terms of 10^1-10^3 kJ/mol resolved to a
+# fraction of k_BT (~5 kJ/mol at 600 K). float16 cannot even hold the bond force constants (2.6-4.8e5
+# kJ mol^-1 nm^-2 for alanine dipeptide; its largest value is 65504): they become inf and the bond energy NaN.
+# bfloat16 keeps 8 significant bits (~3 decimal digits): on MD frames each term is off by 0.5-2.6 k_BT, the
+# total by ~3 k_BT at 600 K. Both are refused, not upcast: a silent cast would hide that the caller's model
+# runs in a precision its target energy cannot use.
+
+
 @functools.lru_cache(maxsize=1)
 def openmm_coulomb_constant() -> float:
     r""":math:`1/(4\pi\varepsilon_0)` in kJ mol⁻¹ nm e⁻² exactly as OpenMM uses it, read from OpenMM itself.
@@ -140,12 +153,17 @@ _GB_I = _template(
     _CONSTS,
 )
 _GB_B = (  # OBC1 writes alpha*psi + gamma*psi^3 (beta = 0); OBC2 writes psi - beta*psi^2 + gamma*psi^3
-    _template("1/(1/or-tanh({alpha}*psi+{gamma}*psi^3)/radius);psi=I*or; radius=or+offset; offset={offset}", _CONSTS),
+    _template(
+        "1/(1/or-tanh({alpha}*psi+{gamma}*psi^3)/radius);psi=I*or; radius=or+offset; offset={offset}", _CONSTS
+    ),
     _template(
         "1/(1/or-tanh({alpha}*psi-{beta}*psi^2+{gamma}*psi^3)/radius);psi=I*or; radius=or+offset; offset={offset}",
         _CONSTS,
     ),
-    _template("1/(1/or-tanh(psi-{beta}*psi^2+{gamma}*psi^3)/radius);psi=I*or; radius=or+offset; offset={offset}", _CONSTS),
+    _template(
+        "1/(1/or-tanh(psi-{beta}*psi^2+{gamma}*psi^3)/radius);psi=I*or; radius=or+offset; offset={offset}",
+        _CONSTS,
+    ),
 )
 _GB_SELF = _template(
     "-0.5*{coul}*(1/soluteDielectric-1/solventDielectric)*charge^2/B; solventDielectric={eps_out}; "
@@ -164,7 +182,9 @@ _GB_PAIR = _template(
 )
 
 
-def _match(template: tuple[re.Pattern[str], tuple[str, ...]], expression: str, consts: dict[str, float]) -> bool:
+def _match(
+    template: tuple[re.Pattern[str], tuple[str, ...]], expression: str, consts: dict[str, float]
+) -> bool:
     """Match ``expression`` against ``template``; record its numbers in ``consts`` (they must agree)."""
     pattern, slots = template
     m = pattern.match(expression.replace(" ", ""))
@@ -173,7 +193,9 @@ def _match(template: tuple[re.Pattern[str], tuple[str, ...]], expression: str, c
     for name, value in zip(slots, m.groups(), strict=True):
         v = float(value)
         if name in consts and not math.isclose(consts[name], v, rel_tol=1e-12, abs_tol=1e-15):
-            raise ValueError(f"CustomGBForce: constant {name} is {consts[name]} in one term and {v} in another")
+            raise ValueError(
+                f"CustomGBForce: constant {name} is {consts[name]} in one term and {v} in another"
+            )
         consts[name] = v
     return True
 
@@ -182,18 +204,21 @@ class TorchEnergy(nn.Module):
     r"""Reduced potential energy :math:`u = E/k_B T` of an OpenMM ``System``, evaluated as batched torch algebra.
 
     Args:
-        system: an ``openmm.System`` made of the forces in :func:`supported_forces`, without cutoffs or a
-            periodic box (e.g. ``alanine_dipeptide().system``). Every parameter is read from it.
+        system: an ``openmm.System`` made of the forces in :func:`supported_forces`, without cutoffs, a
+            periodic box, constraints or virtual sites (e.g. ``alanine_dipeptide().system``). Every parameter
+            is read from it.
         temperature: :math:`T` in K of the reduced energy.
         bonded_float64: evaluate bonds, angles and torsions in float64 when positions are float32.
 
     Shapes:
-        ``x``: ``(B, N, 3)`` or ``(B, 3N)`` in nm, float32 or float64, any device → ``u``: ``(B,)`` in the
-        dtype of ``x``. ``B = 0`` gives an empty ``(0,)``.
+        ``x``: ``(B, N, 3)`` or ``(B, 3N)`` in nm, a float32 or float64 ``torch.Tensor``, any device → ``u``:
+        ``(B,)`` in the dtype of ``x``. ``B = 0`` gives an empty ``(0,)``.
 
     Raises:
         ValueError: a force class, nonbonded method, periodic box or custom expression it does not evaluate,
-            named with the force.
+            named with the force; virtual sites, named with their particle indices; constraints.
+        TypeError: (at evaluation) positions that are not a ``torch.Tensor``, or not float32/float64, named
+            with their type or dtype.
     """
 
     def __init__(self, system: Any, temperature: float, bonded_float64: bool = False) -> None:
@@ -207,11 +232,26 @@ class TorchEnergy(nn.Module):
         if self.n_atoms < 2:
             raise ValueError(f"system must have at least 2 particles; got {self.n_atoms}")
         if system.usesPeriodicBoundaryConditions():
-            raise ValueError("TorchEnergy evaluates non-periodic systems only; this System uses a periodic box")
+            raise ValueError(
+                "TorchEnergy evaluates non-periodic systems only; this System uses a periodic box"
+            )
         if system.getNumConstraints() != 0:
             raise ValueError(
                 f"TorchEnergy evaluates unconstrained systems only; this System has {system.getNumConstraints()} "
                 "constraints (their bonds would be missing from the energy)"
+            )
+        virtual = [i for i in range(self.n_atoms) if system.isVirtualSite(i)]
+        if virtual:
+            listed = ", ".join(map(str, virtual))
+            which = (
+                f"particle {listed} is a virtual site"
+                if len(virtual) == 1
+                else f"particles {listed} are virtual sites"
+            )
+            raise ValueError(
+                f"TorchEnergy does not support virtual sites: {which} (OpenMM computes its position from "
+                "other particles and passes its force on to them; TorchEnergy would treat it as a free "
+                "particle); use OpenMMEnergy"
             )
         f64 = torch.float64
         self.terms: list[str] = []
@@ -356,9 +396,13 @@ class TorchEnergy(nn.Module):
     def _read_custom_gb(self, force: Any, index: int) -> None:
         where = f"force {index} (CustomGBForce)"
         if force.getNonbondedMethod() != 0:
-            raise ValueError(f"{where}: nonbonded method {force.getNonbondedMethod()} is not supported; only NoCutoff")
+            raise ValueError(
+                f"{where}: nonbonded method {force.getNonbondedMethod()} is not supported; only NoCutoff"
+            )
         if force.getNumGlobalParameters() or force.getNumTabulatedFunctions() or force.getNumExclusions():
-            raise ValueError(f"{where}: global parameters, tabulated functions and exclusions are not supported")
+            raise ValueError(
+                f"{where}: global parameters, tabulated functions and exclusions are not supported"
+            )
         names = [force.getPerParticleParameterName(i) for i in range(force.getNumPerParticleParameters())]
         if names != ["charge", "or", "sr"]:
             raise ValueError(f"{where}: per-particle parameters {names} are not OBC's ['charge', 'or', 'sr']")
@@ -384,7 +428,9 @@ class TorchEnergy(nn.Module):
             raise ValueError(f"{where}: salt screening (kappa = {consts['kappa']}) is not supported")
         consts.setdefault("alpha", 1.0)
         consts.setdefault("beta", 0.0)
-        params = torch.tensor([list(force.getParticleParameters(i)) for i in range(self.n_atoms)], dtype=torch.float64)
+        params = torch.tensor(
+            [list(force.getParticleParameters(i)) for i in range(self.n_atoms)], dtype=torch.float64
+        )
         self.register_buffer("gb_charge", params[:, 0])
         self._gb_buffers(params[:, 1], params[:, 2], consts)
 
@@ -393,7 +439,9 @@ class TorchEnergy(nn.Module):
 
         where = f"force {index} (GBSAOBCForce)"
         if force.getNonbondedMethod() != openmm.GBSAOBCForce.NoCutoff:
-            raise ValueError(f"{where}: nonbonded method {force.getNonbondedMethod()} is not supported; only NoCutoff")
+            raise ValueError(
+                f"{where}: nonbonded method {force.getNonbondedMethod()} is not supported; only NoCutoff"
+            )
         offset = 0.009
         rows = [force.getParticleParameters(i) for i in range(self.n_atoms)]
         charge = torch.tensor([_v(r[0]) for r in rows], dtype=torch.float64)
@@ -474,7 +522,9 @@ class TorchEnergy(nn.Module):
             out["angle"] = (0.5 * k * bend.square()).sum(0)
             if grad:
                 scale = k * bend / p_norm
-                scale = torch.where(p_norm == 0, torch.zeros_like(scale), scale)  # theta = pi: a cusp, no force
+                scale = torch.where(
+                    p_norm == 0, torch.zeros_like(scale), scale
+                )  # theta = pi: a cusp, no force
                 parts.append(_scale(scale / _dot(a, a), _cross(a, p)))
                 parts.append(_scale(scale / _dot(b, b), _cross(p, b)))
         if "torsion" in self.terms:
@@ -556,9 +606,13 @@ class TorchEnergy(nn.Module):
             de_df = pre * qq / f.square()  # (P, B)
             c_bb = de_df * damp * (1 + r2 / (4 * bb)) / (2 * f)  # dE/d(B_i B_j)
             de_db = (-e_self - 6 * e_sa) / born + owner @ torch.cat([c_bb * born_j, c_bb * born_i])  # (N, B)
-            db_di = born.square() * (1 - t.square()) * (
-                c["alpha"] - 2 * c["beta"] * psi + 3 * c["gamma"] * psi.square()
-            ) * rho / radius
+            db_di = (
+                born.square()
+                * (1 - t.square())
+                * (c["alpha"] - 2 * c["beta"] * psi + 3 * c["gamma"] * psi.square())
+                * rho
+                / radius
+            )
             de_di = de_db * db_di
             d_lower = torch.where(diff.abs() > rho_i, torch.sign(diff), torch.zeros_like(diff))
             d_term = 0.5 * (
@@ -619,6 +673,7 @@ class TorchEnergy(nn.Module):
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         """Potential energy :math:`E` in kJ/mol, shape ``(B,)``; differentiable in ``x`` through the analytic
         gradient (first order; Note [analytic gradient])."""
+        self._check_type(x)
         if not (torch.is_grad_enabled() and x.requires_grad):
             return self._total(self._evaluate(x, grad=False)[0], x)
         with torch.no_grad():
@@ -643,9 +698,36 @@ class TorchEnergy(nn.Module):
             return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         return torch.stack(list(terms.values()), 0).sum(0)
 
+    def _check_type(self, x: torch.Tensor) -> None:
+        """Refuse ``x`` that is not a float32/float64 ``torch.Tensor`` (Note [reduced precision]), naming it.
+
+        Python-level checks on the type and dtype: under ``torch.compile`` they become guards, not graph
+        breaks.
+        """
+        if not isinstance(x, torch.Tensor):
+            kind = type(x)
+            name = (
+                kind.__qualname__
+                if kind.__module__ == "builtins"
+                else f"{kind.__module__}.{kind.__qualname__}"
+            )
+            raise TypeError(
+                f"TorchEnergy takes a torch.Tensor of positions (B, {self.n_atoms}, 3) nm; got {name}"
+            )
+        if x.dtype not in _DTYPES:
+            why = (
+                " (reduced precision cannot resolve the energy: float16 overflows on the bond force "
+                "constants, bfloat16's ~3 significant digits leave it k_BT off)"
+                if x.is_floating_point()
+                else ""
+            )
+            raise TypeError(
+                f"TorchEnergy computes in float32 or float64; got positions of dtype {x.dtype}{why}; "
+                "pass float32 or float64 (e.g. x.float())"
+            )
+
     def _positions(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"positions must be a floating-point tensor of shape (B, {self.n_atoms}, 3) nm")
+        self._check_type(x)
         if x.dim() == 2 and x.shape[1] == 3 * self.n_atoms:
             x = x.reshape(x.shape[0], self.n_atoms, 3)
         if x.dim() != 3 or x.shape[1:] != (self.n_atoms, 3):

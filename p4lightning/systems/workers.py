@@ -309,12 +309,18 @@ class EnergyWorkerPool:
             ) from None
 
     def evaluate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """Energies ``(B,)`` kJ/mol, forces ``(B, N, 3)`` kJ/(mol nm) and the failure count for ``(B, N, 3)`` nm."""
+        """Energies ``(B,)`` kJ/mol, forces ``(B, N, 3)`` kJ/(mol nm) and failure count of ``(B, N, 3)`` nm.
+
+        The positions are evaluated as given (no centring). ``B = 0`` returns empty float64 arrays ``(0,)``
+        and ``(0, N, 3)`` and 0 failures without sending the workers anything.
+        """
         if self.closed:
             raise RuntimeError("EnergyWorkerPool is closed")
         positions = np.ascontiguousarray(positions, dtype=np.float64)
         if positions.ndim != 3 or positions.shape[1:] != (self.n_atoms, 3):
             raise ValueError(f"positions must have shape (B, {self.n_atoms}, 3) in nm; got {positions.shape}")
+        if positions.shape[0] == 0:
+            return np.zeros(0), np.zeros((0, self.n_atoms, 3)), 0
         chunks = [c for c in np.array_split(positions, self.n_workers) if len(c)]
         for i, chunk in enumerate(chunks):
             try:

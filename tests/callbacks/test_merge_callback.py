@@ -193,6 +193,18 @@ def test_resume_with_changed_settings_is_refused_not_silently_restarted(tmp_path
     resumed = _trainer(callbacks=[P4MergeCallback(every_n_steps=3)], max_epochs=2)
     with pytest.raises(ValueError, match="checkpointed every_n_steps=2 differs from this schedule's every_n_steps=3"):
         resumed.fit(LinearFit(5), datamodule=_data(), ckpt_path=str(tmp_path / "run.ckpt"))
+    # validate/test never merge: Lightning restores callback state there too (after setup), and the checkpoint's
+    # schedule is neither checked nor restored
+    saved = torch.load(tmp_path / "run.ckpt", weights_only=False)["callbacks"]["P4MergeCallback"]
+    stub = SimpleNamespace(strategy=object())
+    for stage in ("validate", "test"):
+        other = P4MergeCallback(every_n_steps=3)
+        other.setup(stub, LinearFit(5), stage)
+        other.load_state_dict(saved)
+        assert other.schedule.rounds == 0
+    other.setup(stub, LinearFit(5), "fit")
+    with pytest.raises(ValueError, match="checkpointed every_n_steps=2 differs"):
+        other.load_state_dict(saved)
 
 
 def test_resume_with_another_optimizer_state_policy_is_refused(tmp_path):

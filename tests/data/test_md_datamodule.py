@@ -89,7 +89,8 @@ def test_bad_arguments():
         MDTrajectoryDataModule([], "a.pdb")
     with pytest.raises(ValueError, match="out must be a .dcd"):
         simulate("x.xtc")
-    with pytest.raises(FileNotFoundError, match="trajectory file not found: a.dcd"):  # at construction, not in fit
+    # at construction, not in fit
+    with pytest.raises(FileNotFoundError, match="trajectory file not found: a.dcd"):
         MDTrajectoryDataModule(["a.dcd"], "a.pdb")
 
 
@@ -134,7 +135,8 @@ def test_sampler_resumes_in_the_middle_of_an_epoch():
 def _dcd_bytes():
     from pathlib import Path
 
-    return (Path(__file__).parents[2] / "data/ala2_600K.dcd").read_bytes()  # 276-byte header, 288 bytes a frame
+    # 276-byte header, 288 bytes a frame
+    return (Path(__file__).parents[2] / "data/ala2_600K.dcd").read_bytes()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "overwritten", "empty"])
@@ -160,3 +162,17 @@ def test_truncated_corrupt_or_empty_dcd_is_refused_naming_the_file(tmp_path, dam
     with pytest.raises(ValueError, match=message) as info:
         load_positions([path], top, 22)
     assert str(path) in str(info.value)
+
+
+def test_loading_trajectories_prints_nothing_from_the_dcd_reader():
+    """mdtraj's DCD plugin writes 'dcdplugin) ...' from C to file descriptor 1; the project silences it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from p4lightning.data.md_datamodule import load_positions\n"
+            "x = load_positions(['data/ala2_600K.dcd'], 'data/ala2.pdb', 22, 500)\nprint('frames', len(x))\n")  # fmt: skip
+    root = Path(__file__).parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "frames 20\n"

@@ -309,6 +309,14 @@ def test_figures_callback_refuses_a_datamodule_without_held_out_frames_before_tr
     with pytest.raises(ValueError, match="validation and test splits are empty"):
         trainer.fit(BoltzmannGenerator(n_blocks=1, hidden=[16]), datamodule=dm)
     assert steps == []
+    # an output folder that cannot be created (under a file) is refused before training, not after it
+    from p4lightning._validation import ConfigurationError
+
+    (tmp_path / "a_file").write_text("x")
+    trainer = _trainer(2, callbacks=[BoltzmannFigures(out_dir=str(tmp_path / "a_file" / "figures")), Count()])
+    with pytest.raises(ConfigurationError, match="BoltzmannFigures out_dir .* cannot be created"):
+        trainer.fit(BoltzmannGenerator(n_blocks=1, hidden=[16]), datamodule=_dm(md))
+    assert steps == []
 
 
 def test_figures_callback_leaves_the_global_rng_untouched_and_is_reproducible(md, tmp_path):
@@ -391,7 +399,8 @@ def _spline_bg(**kw):
 
 def test_spline_bg_trains_merges_and_its_log_q_is_the_density_of_its_samples(md, tmp_path):
     pl.seed_everything(0)
-    model = _spline_bg(energy_phase_start=4, energy_batch_size=32, energy_drop_fraction=0.1, lr_schedule="cosine")
+    model = _spline_bg(energy_phase_start=4, energy_batch_size=32, energy_drop_fraction=0.1, lr_schedule="cosine",
+                       iw_forward_weight=0.5, iw_clip_fraction=0.05)  # fmt: skip
     trainer = _trainer(8, callbacks=[P4MergeCallback(every_n_steps=3)], check_val_every_n_epoch=100)
     trainer.fit(model, datamodule=_dm(md))
     layers = [m for m in model.flow.modules() if isinstance(m, P4Inv)]
@@ -433,9 +442,63 @@ def test_spline_bg_starts_from_an_init_checkpoint_and_refuses_another_architectu
         other._load_init_checkpoint(str(tmp_path / "garbage.ckpt"))
 
 
+def test_iw_forward_kl_is_the_self_normalised_weighted_nll_of_the_valid_samples(md):
+    from p4lightning.systems.observables import labeling_signs
+
+    pl.seed_everything(0)
+    model = _spline_bg(iw_forward_weight=1.0)
+    dm = _dm(md)
+    dm.setup()
+    model.transform.fit_(dm.train.reshape(len(dm.train), 22, 3))
+    model._labeling = labeling_signs(dm.train.reshape(len(dm.train), 22, 3)).double().mean(0) > 0.5
+    with torch.no_grad():
+        x, log_q = model.sample(64, torch.Generator().manual_seed(1))
+    x = torch.cat([-x[:8], x[8:]])  # mirror images: every labeling torsion flips sign
+    labeled = (labeling_signs(x) == model._labeling).all(-1)
+    assert not bool(labeled[:8].any()) and int(labeled.sum()) > 40
+    keep = torch.ones(64, dtype=torch.bool)
+    keep[:5] = False
+    valid = keep & labeled
+    # q = p up to a constant (u = -ln q + 3): every weight equal, J_iw = mean NLL over the valid samples
+    iw = model.iw_forward_kl(x, -log_q + 3.0, log_q, keep)
+    nll = -model.log_density(x)
+    torch.testing.assert_close(iw, nll[valid].mean(), rtol=1e-5, atol=1e-4)
+    # general weights: softmax of -u - ln q over the valid samples
+    u = torch.randn(64, generator=torch.Generator().manual_seed(2)) * 3 - log_q
+    w = torch.softmax(torch.where(valid, -u - log_q, -torch.inf), 0)
+    torch.testing.assert_close(model.iw_forward_kl(x, u, log_q, keep), (w * nll).sum(), rtol=1e-5, atol=1e-4)
+    # the gradient flows only through ln q_θ of the valid samples
+    params = [p for p in model.flow.parameters() if p.requires_grad]
+    g = torch.autograd.grad(model.iw_forward_kl(x, u, log_q, keep), params, allow_unused=True)
+    g_ref = torch.autograd.grad((w[valid] * -model.log_density(x[valid])).sum(), params, allow_unused=True)
+    for a, b in zip(g, g_ref, strict=True):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # clipping: the largest weight is cut to the next one, so the two largest carry the same weight
+    model.hparams.iw_clip_fraction = 1.5 / int(valid.sum())
+    log_w = torch.where(valid, -u - log_q, -torch.inf)
+    top = torch.topk(log_w, 2).values
+    w_clip = torch.softmax(log_w.clamp(max=float(top[1])), 0)
+    torch.testing.assert_close(model.iw_forward_kl(x, u, log_q, keep), (w_clip * nll).sum(), rtol=1e-5, atol=1e-4)
+
+
+def test_realnvp_bg_with_circular_torsions_keeps_every_sample_in_the_branch_and_its_log_q_is_exact(md):
+    """The paper's flow on the standard Z-matrix without aliasing: AngleSquash puts the torsions in (-π, π)."""
+    pl.seed_everything(0)
+    model = BoltzmannGenerator(n_blocks=1, hidden=[16], z_matrix="standard", circular_torsions="proper")
+    dm = _dm(md)
+    dm.setup()
+    model.transform.fit_(dm.train.reshape(len(dm.train), 22, 3))
+    with torch.no_grad():
+        for p in model.flow.parameters():  # away from the identity start
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+        x, log_q, y = model.sample_with_coordinates(512, torch.Generator().manual_seed(0))
+        assert not bool(model.transform.out_of_branch(y).any())
+        assert float(y[:, 51:].abs().max()) < torch.pi
+        torch.testing.assert_close(model.log_density(x), log_q, atol=2e-3, rtol=1e-5)  # one preimage: the same q
+
+
 def test_spline_options_are_checked():
-    with pytest.raises(ValueError, match="circular_torsions='proper' needs flow='spline'"):
-        BoltzmannGenerator(circular_torsions="proper")
     with pytest.raises(ValueError, match="circular_torsions"):
         _spline_bg(circular_torsions="some")
     with pytest.raises(ValueError, match="mixing of flow='realnvp'"):
@@ -446,6 +509,10 @@ def test_spline_options_are_checked():
         _spline_bg(energy_drop_fraction=1.0)
     with pytest.raises(ValueError, match="z_matrix"):
         _spline_bg(z_matrix="fab")
+    with pytest.raises(ValueError, match="iw_forward_weight"):
+        _spline_bg(iw_forward_weight=-1.0)
+    with pytest.raises(ValueError, match="iw_clip_fraction"):
+        _spline_bg(iw_clip_fraction=1.0)
 
 
 def test_keep_lowest_drops_the_highest_and_non_finite_energies():

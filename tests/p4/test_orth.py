@@ -84,3 +84,26 @@ def test_zero_householder_vector_is_refused_naming_it():
         layer(torch.randn(3, 4))
     with pytest.raises(ValueError, match="P4Orth.w2 is the zero vector"):
         layer.inverse(torch.randn(3, 4))
+
+
+@pytest.mark.parametrize(
+    ("layer_dtype", "input_dtype"), [(torch.float64, torch.float32), (torch.float32, torch.float64)]
+)
+def test_input_dtype_is_followed_as_p4inv_does(layer_dtype, input_dtype):
+    """P⁴Inv's rule: ``y``, ``x`` and ``ladj`` come in the input's dtype (the layer's tensors cast to it)."""
+    from p4lightning import P4Inv
+
+    g = torch.Generator().manual_seed(0)
+    layer = P4Orth(5, dtype=layer_dtype)
+    with torch.no_grad():
+        layer.w1.add_(0.3 * torch.randn(5, generator=g, dtype=layer_dtype))
+        layer.bias.normal_(generator=g)
+    x = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    y, ladj = layer(x.to(input_dtype))
+    assert y.dtype == ladj.dtype == input_dtype
+    torch.testing.assert_close(y.double(), layer(x.to(layer_dtype))[0].double(), rtol=1e-5, atol=1e-5)
+    back, inverse_ladj = layer.inverse(y)
+    assert back.dtype == inverse_ladj.dtype == input_dtype
+    torch.testing.assert_close(back, x.to(input_dtype), rtol=1e-5, atol=1e-5)
+    y_inv, ladj_inv = P4Inv(5, dtype=layer_dtype)(x.to(input_dtype))
+    assert y_inv.dtype == ladj_inv.dtype == input_dtype

@@ -167,7 +167,9 @@ def test_hung_worker_times_out_naming_it_and_shutdown_leaves_no_process(ala2):
     proc = pool._processes[0]
     os.kill(proc.pid, signal.SIGSTOP)
     t0 = time.monotonic()
-    with pytest.raises(WorkerTimeoutError, match=rf"OpenMM worker 0 \(pid {proc.pid}\) took more than 2 s to answer"):
+    with pytest.raises(
+        WorkerTimeoutError, match=rf"OpenMM worker 0 \(pid {proc.pid}\) took more than 2 s to answer"
+    ):
         pool.evaluate(ala2.positions[None])
     assert pool.closed and not proc.is_alive()  # the stopped worker was killed, not left behind
     assert time.monotonic() - t0 < 12.0
@@ -186,14 +188,18 @@ def test_script_without_main_guard_gets_an_error_naming_the_guard(tmp_path):
         "from p4lightning.systems.energy import OpenMMEnergy\n"
         "energy = OpenMMEnergy(alanine_dipeptide(600.0).system, 600.0, n_workers=1)\n"
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
-    assert "during start-up" in last and "if __name__ == \"__main__\":" in last, out.stderr[-2000:]
+    assert "during start-up" in last and 'if __name__ == "__main__":' in last, out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("op", ["torch", "openmm"])
-def test_coincident_atoms_give_zero_gradient_not_nan_through_the_regularised_energy(ala2, md_positions, energy, op):
+def test_coincident_atoms_give_zero_gradient_not_nan_through_the_regularised_energy(
+    ala2, md_positions, energy, op
+):
     """Two atoms on top of each other: the energy is not finite (or astronomically large); regularize_energy caps it,
     and the capped row contributes exactly zero gradient — with either energy op — while the other rows keep theirs."""
     from p4lightning.systems.torch_energy import TorchEnergy
@@ -209,3 +215,60 @@ def test_coincident_atoms_give_zero_gradient_not_nan_through_the_regularised_ene
     (grad,) = torch.autograd.grad(u_reg.sum(), x)
     assert bool(torch.isfinite(grad).all())
     assert float(grad[1].abs().max()) == 0.0 and float(grad[0].abs().max()) > 0
+
+
+def test_empty_batch_gives_empty_results_without_work_for_the_workers(energy, ala2):
+    energies, forces, failed = energy.pool.evaluate(np.zeros((0, 22, 3)))
+    assert energies.shape == (0,) and forces.shape == (0, 22, 3) and failed == 0
+    assert energies.dtype == forces.dtype == np.float64
+    # nothing was sent: each worker's next answer is for the next batch, not a stale empty one
+    energies, forces, failed = energy.pool.evaluate(np.repeat(ala2.positions[None], 2, axis=0))
+    assert energies.shape == (2,) and np.isfinite(energies).all() and failed == 0
+    with pytest.raises(ValueError, match=r"\(B, 22, 3\)"):
+        energy.pool.evaluate(np.zeros((0, 21, 3)))
+
+
+def _external_field_system(expression="x"):
+    """One particle in the external field E = ``expression`` (kJ/mol, x in nm): not translation invariant."""
+    system = openmm.System()
+    system.addParticle(1.0)
+    field = openmm.CustomExternalForce(expression)
+    field.addParticle(0, [])
+    system.addForce(field)
+    return system
+
+
+def test_positions_are_centred_only_where_the_energy_is_translation_invariant(ala2, energy):
+    """E = x at x = 0.1 nm is 0.1 kJ/mol (centring would give 0); the force -dE/dx = -1 kJ/(mol nm)."""
+    assert energy.centre_positions  # the alanine dipeptide: bonded, nonbonded, OBC (CustomGBForce) terms
+    x = torch.tensor([[[0.1, 0.2, 0.3]]], dtype=torch.float64, requires_grad=True)
+    with OpenMMEnergy(_external_field_system(), temperature=300.0, n_workers=1) as field:
+        assert not field.centre_positions
+        np.testing.assert_allclose(field.energies_kj_mol(x), [0.1], rtol=1e-6)
+        u = field(x)
+        torch.testing.assert_close(u, torch.tensor([0.1 / kt(300.0)], dtype=torch.float64), rtol=1e-6, atol=0)
+        u.sum().backward()
+        expected = torch.tensor([[[1.0 / kt(300.0), 0.0, 0.0]]], dtype=torch.float64)
+        torch.testing.assert_close(x.grad, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_translation_invariance_is_read_from_every_force_of_the_system(ala2):
+    from p4lightning.systems.energy import translation_invariant
+
+    assert translation_invariant(ala2.system)
+    assert not translation_invariant(_external_field_system("0*x"))  # any CustomExternalForce
+    mixed = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(ala2.system))
+    mixed.addForce(openmm.CustomExternalForce("z"))
+    assert not translation_invariant(mixed)
+    gb = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(ala2.system))
+    custom_gb = next(f for f in gb.getForces() if isinstance(f, openmm.CustomGBForce))
+    custom_gb.addEnergyTerm("0.5*y^2", openmm.CustomGBForce.SingleParticle)  # a per-particle field in y
+    assert not translation_invariant(gb)
+    for expression, invariant in (("k*(distance(p1, p2) - 0.1)^2; k=100", True), ("x1 - x2", False)):
+        compound = openmm.System()
+        for _ in range(2):
+            compound.addParticle(1.0)
+        bond = openmm.CustomCompoundBondForce(2, expression)  # x1 - x2 is invariant, but any xi is refused
+        bond.addBond([0, 1], [])
+        compound.addForce(bond)
+        assert translation_invariant(compound) is invariant

@@ -192,18 +192,25 @@ def test_standard_z_matrix_follows_the_bond_graph_with_sibling_torsions(ala2):
         validate_z_matrix(bad, CARTESIAN_ATOMS, 22, bonds)
 
 
-def test_standard_z_matrix_leaves_only_the_rotors_broad(md_positions):
-    """Circular standard deviation sqrt(-2 ln R) of each Z-matrix torsion on MD: the sibling-relative table has the
-    three methyl rotors and psi broad (> 1 rad); the backbone table smears every methyl hydrogen and ALA O."""
+def test_standard_z_matrix_leaves_only_the_rotors_broad():
+    """Circular standard deviation sqrt(-2 ln R) of each Z-matrix torsion on the shipped 600 K MD (1,000 frames of
+    data/ala2_600K.dcd): the sibling-relative table has the three methyl rotors and psi broad (> 1 rad); the
+    backbone table smears every methyl hydrogen and ALA O. (A seconds-long run is too short: whether a rotor turns
+    in 12 ps depends on the trajectory, which changes with the OpenMM release.)"""
+    from pathlib import Path
+
+    from p4lightning.data.md_datamodule import load_positions
+
+    root = Path(__file__).parents[2]
+    x = torch.tensor(load_positions([root / "data/ala2_600K.dcd"], root / "data/ala2.pdb", 22, 10), dtype=torch.float64)
 
     def broad(z_matrix):
         zm = torch.tensor(z_matrix)
-        t = torsion(*(md_positions[:, zm[:, c]] for c in range(4)))
+        t = torsion(*(x[:, zm[:, c]] for c in range(4)))
         r = torch.sqrt(torch.cos(t).mean(0) ** 2 + torch.sin(t).mean(0) ** 2)
         return {z_matrix[i][0] for i in torch.nonzero(torch.sqrt(-2 * torch.log(r)) > 1.0).flatten().tolist()}
 
-    assert broad(Z_MATRIX_STANDARD) <= {0, 11, 19, 16, 4}  # three methyl rotors, psi (phi: two basins)
-    assert {0, 11, 19} <= broad(Z_MATRIX_STANDARD)  # psi too on long MD; this short run may stay in one basin
+    assert {0, 11, 19, 16} == broad(Z_MATRIX_STANDARD)  # the three methyl rotors and psi (phi: two basins)
     assert len(broad(Z_MATRIX_BACKBONE)) >= 9
 
 

@@ -142,8 +142,12 @@ def test_obc2_custom_gb_and_gbsaobcforce_systems_match_openmm(frames):
 
     pdb = app.PDBFile(str(ROOT / "data/ala2.pdb"))
     systems = {
-        "OBC2": app.ForceField("amber96.xml", "implicit/obc2.xml").createSystem(pdb.topology, constraints=None),
-        "GBSAOBCForce": app.ForceField("amber99sb.xml", "amber99_obc.xml").createSystem(pdb.topology, constraints=None),
+        "OBC2": app.ForceField("amber96.xml", "implicit/obc2.xml").createSystem(
+            pdb.topology, constraints=None
+        ),
+        "GBSAOBCForce": app.ForceField("amber99sb.xml", "amber99_obc.xml").createSystem(
+            pdb.topology, constraints=None
+        ),
     }
     assert any(isinstance(f, openmm.GBSAOBCForce) for f in systems["GBSAOBCForce"].getForces())
     for name, system in systems.items():
@@ -276,3 +280,30 @@ def test_samples_of_a_trained_bg_and_their_high_energy_tail_match_openmm_referen
     assert (np.abs(e.numpy() - ref_total) <= 1e-9 * abs_sum).all()
     f_scale = np.maximum(1.0, np.abs(ref_forces).max(axis=(1, 2), keepdims=True) / 1e4)
     assert (np.abs(f.numpy() - ref_forces) <= 1e-8 * f_scale).all()
+
+
+def test_half_precision_and_non_tensor_positions_are_refused_naming_them(ala2, frames):
+    """float16 overflows (NaN), bfloat16 is k_BT off, a numpy array has no autograd: each refused, named."""
+    energy = TorchEnergy(ala2.system, 600.0)
+    x = torch.tensor(frames["md"][:2])
+    for dtype in (torch.float16, torch.bfloat16):
+        for call in (energy, energy.potential, energy.potential_and_forces, energy.terms_kj):
+            with pytest.raises(TypeError, match=rf"dtype {dtype}.*pass float32 or float64"):
+                call(x.to(dtype))
+    with pytest.raises(TypeError, match=r"a torch.Tensor of positions \(B, 22, 3\) nm; got numpy.ndarray"):
+        energy(frames["md"][:2])
+    assert int(energy.num_evaluated) == 0
+
+
+def test_virtual_sites_are_refused_naming_the_particle():
+    """OpenMM places a virtual site from its parents and hands its force on; TorchEnergy does neither."""
+    system = openmm.System()
+    for mass in (12.0, 12.0, 0.0):
+        system.addParticle(mass)
+    system.setVirtualSite(2, openmm.TwoParticleAverageSite(0, 1, 0.5, 0.5))
+    bonds = openmm.HarmonicBondForce()
+    bonds.addBond(0, 1, 0.15, 1000.0)
+    bonds.addBond(1, 2, 0.05, 1000.0)
+    system.addForce(bonds)
+    with pytest.raises(ValueError, match=r"particle 2 is a virtual site.*use OpenMMEnergy"):
+        TorchEnergy(system, 300.0)
