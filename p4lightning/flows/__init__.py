@@ -4,6 +4,7 @@ from p4lightning.bijection import Bijection, Inverse
 from p4lightning.flows.bent import BentIdentity, InverseBentIdentity
 from p4lightning.flows.blocks import SPLINE_MIXINGS, realnvp_flow, spline_flow
 from p4lightning.flows.coupling import RealNVPCoupling
+from p4lightning.flows.distribution import FlowDistribution
 from p4lightning.flows.linear import LULinear
 from p4lightning.flows.partial import LeadingBlock
 from p4lightning.flows.permutation import Permutation, Swap
@@ -16,6 +17,7 @@ __all__ = [
     "SPLINE_MIXINGS",
     "AngleSquash",
     "BentIdentity",
+    "FlowDistribution",
     "Bijection",
     "Inverse",
     "InverseBentIdentity",

@@ -19,6 +19,7 @@ from p4lightning._validation import check_choice, check_features, check_positive
 from p4lightning.bijection import Bijection
 from p4lightning.flows.bent import BentIdentity, InverseBentIdentity
 from p4lightning.flows.coupling import RealNVPCoupling
+from p4lightning.flows.distribution import FlowDistribution
 from p4lightning.flows.permutation import Swap
 from p4lightning.flows.sequential import SequentialFlow, StandardNormal
 from p4lightning.models.compile_safe import CompileSafeLightningModule
@@ -77,17 +78,17 @@ class DensityEstimator(CompileSafeLightningModule):
             raise ValueError(f"lr must be > 0; got {lr}")
         self.flow = p4inv_bent_flow(n_blocks or 100) if flow == "p4inv" else small_realnvp_flow(n_blocks or 5)
         self.prior = StandardNormal(2)
+        # flow + prior as one distribution, held outside the module tree: state_dict keys stay flow.…, prior.…
+        object.__setattr__(self, "distribution", FlowDistribution(self.flow, self.prior))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`\\ln q(\\mathbf{x})` of points ``(B, 2)``, shape ``(B,)``."""
         check_features(x, 2, "x")
-        z, ladj = self.flow.inverse(x)
-        return self.prior.log_prob(z) + ladj
+        return self.distribution.log_prob(x)
 
-    @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        """``n`` points ``(n, 2)`` from the model."""
-        return self.flow(self.prior.sample(n))[0]
+        """``n`` points ``(n, 2)`` from the model (no graph)."""
+        return self.distribution.sample(n)[0]
 
     def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
         nll = -self.log_prob(batch[0]).mean()
