@@ -269,24 +269,23 @@ def sample_main(argv: list[str]) -> dict[str, object]:
 
     from p4lightning._io import staged_folder
     from p4lightning.metrics.definitions import energy_statistics
+    from p4lightning.metrics.draw import draw
     from p4lightning.metrics.evaluation import evaluate_model, write_json
     from p4lightning.systems.alanine import N_ATOMS, alanine_dipeptide
 
     model = _load_bg(args.ckpt, args.energy)
-    g = torch.Generator().manual_seed(args.seed)
-    xs, lqs = [], []
-    with torch.no_grad():
-        for start in range(0, args.n, args.chunk):
-            x, log_q = model.sample(min(args.chunk, args.n - start), g)
-            xs.append(x)
-            lqs.append(log_q.double())
-        x, log_q = torch.cat(xs), torch.cat(lqs)
-        u = model.energies(x.double()).double()
+    # one draw: written to samples.npz / samples.dcd and scored in summary.json
+    samples = draw(model, args.n, torch.Generator().manual_seed(args.seed), args.chunk)
+    x, log_q, u = samples.x.cpu(), samples.log_q.cpu(), samples.u.cpu()
     ala2 = alanine_dipeptide(model.hparams.temperature)
     traj = mdtraj.Trajectory(x.reshape(-1, N_ATOMS, 3).float().numpy(), ala2.mdtraj_topology())
     threshold = float(model.data_energy_max)
     summary: dict[str, object] = {"n": args.n, "samples": energy_statistics(u, threshold)}
-    ev = evaluate_model(model, reference, args.n, seed=args.seed) if reference is not None else None
+    ev = (
+        evaluate_model(model, reference, args.n, seed=args.seed, samples=samples)
+        if reference is not None
+        else None
+    )
     all_names = [*names, "energy_violins.png", "ramachandran.png"]  # a rerun without MD removes the old figures
     with staged_folder(args.out, all_names) as stage:
         traj.save_dcd(str(stage / "samples.dcd"))
@@ -376,15 +375,14 @@ def _evaluate_sample_folder(
     """Score a ``sample`` folder (positions, energies and log q as written) with a TorchEnergy for the MD sets."""
     from p4lightning.metrics.evaluation import Evaluation, score
     from p4lightning.systems.alanine import alanine_dipeptide
-    from p4lightning.systems.torch_energy import TorchEnergy
+    from p4lightning.systems.protocol import energies, make_energy
 
     arrays, x = sample_folder
     temperature = float(arrays["temperature_K"])
-    energy = TorchEnergy(alanine_dipeptide(temperature).system, temperature)
+    energy = make_energy("torch", alanine_dipeptide(temperature).system, temperature)
 
     def u(pos: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([energy(pos[i : i + 4096].double()) for i in range(0, len(pos), 4096)])
+        return energies(energy, pos.double(), 4096)
 
     g = torch.Generator().manual_seed(args.seed)
     noisy = reference + args.noise_nm * torch.randn(reference.shape, generator=g)

@@ -321,3 +321,23 @@ def test_a_sample_folder_is_written_as_a_unit_and_evaluate_refuses_a_mixed_one(t
          "--out", str(tmp_path / "eval")], capsys,
     )  # fmt: skip
     assert "samples.dcd has 12 frames but samples.npz 8 energies" in message
+
+
+def test_sample_with_md_scores_exactly_the_samples_it_writes(tmp_path, monkeypatch):
+    """One draw: summary.json's sample statistics are those of the energies in samples.npz (the old code drew a
+    second, different set for the summary)."""
+    import numpy as np
+
+    from p4lightning.metrics.definitions import energy_statistics
+
+    torch.set_default_dtype(torch.float32)  # as in the console script (restored by the package conftest)
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "s"
+    main(["sample", "--ckpt", SHIPPED, "--n", "16", "--out", str(out), "--trajectory",
+          "data/ala2_600K_replicas/replica_036.dcd", "--topology", "data/ala2_600K_replicas/topology.pdb"])  # fmt: skip
+    arrays = np.load(out / "samples.npz")
+    summary = json.loads((out / "summary.json").read_text())
+    u = torch.from_numpy(arrays["energies_kT"])
+    assert summary["n_samples"] == len(u) == 16
+    assert summary["samples"]["median"] == float(u.median())  # nearest rank: the 8th smallest of 16
+    assert summary["samples"] == json.loads(json.dumps(energy_statistics(u, float(arrays["low_energy_threshold_kT"]))))

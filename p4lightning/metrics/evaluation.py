@@ -5,8 +5,9 @@ r"""The evaluation of a Boltzmann generator against held-out MD: one path for va
 their energies and (when a model is at hand) their :math:`\ln q`; the energies of MD + Gaussian noise; optionally
 a second, independent MD set of the same size — into the metric table of :mod:`p4lightning.metrics.definitions`,
 with the number of samples and each metric's *floor*: its value between the two independent MD sets (what a
-perfect sampler would score at that sample size). :func:`evaluate_model` draws the arrays from a model and an
-energy op; :func:`p4lightning.plots.molecules.plot_evaluations` draws the energy violins and Ramachandran
+perfect sampler would score at that sample size). :func:`evaluate_model` scores one draw of a model
+(:func:`~p4lightning.metrics.draw.draw`, made there or passed in: what ``p4lightning sample`` writes is what it
+scores) with the energies of the model's energy op; :func:`p4lightning.plots.molecules.plot_evaluations` draws the energy violins and Ramachandran
 histograms (paper Fig. 6).
 
 Energies are those of the Hamiltonian in :data:`HAMILTONIAN`, in k_BT at the model's temperature.
@@ -41,8 +42,10 @@ from p4lightning.metrics.definitions import (
     u_log_q_correlation,
     weight_concentration,
 )
+from p4lightning.metrics.draw import Draw, draw
 from p4lightning.systems.alanine import N_ATOMS
 from p4lightning.systems.observables import phi_psi, same_labeling
+from p4lightning.systems.protocol import energies
 
 __all__ = ["HAMILTONIAN", "Evaluation", "evaluate_model", "floor_subset", "score", "write_json"]
 
@@ -164,41 +167,45 @@ def evaluate_model(
     floor_x: torch.Tensor | None = None,
     chunk: int = 2048,
     md_replica: torch.Tensor | None = None,
+    samples: Draw | None = None,
 ) -> Evaluation:
-    """Sample ``n_samples`` conformations from ``model`` (a ``BoltzmannGenerator`` after ``setup``, or anything with
-    ``sample_with_coordinates``, ``transform``, ``log_density``, ``energies`` and
-    ``data_energy_max``) and score them against held-out MD ``md_x``
-    ``(N, 66)`` nm (``md_replica`` ``(N,)``: each frame's replica id); ``floor_x``: an independent MD set, of which :func:`floor_subset` takes as many frames as there
-    are samples (all, if it has fewer) to give each metric's floor at the samples' size."""
+    """Score ``n_samples`` conformations of ``model`` (a ``BoltzmannGenerator`` after ``setup``, or anything with
+    ``sample_with_coordinates``, ``transform``, ``log_density``, ``energy`` (a
+    :class:`~p4lightning.systems.protocol.ReducedEnergy`) and ``data_energy_max``) against held-out MD ``md_x``
+    ``(N, 66)`` nm (``md_replica`` ``(N,)``: each frame's replica id); ``floor_x``: an independent MD set, of which
+    :func:`floor_subset` takes as many frames as there are samples (all, if it has fewer) to give each metric's
+    floor at the samples' size.
+
+    The samples are ``samples`` when given (a :class:`~p4lightning.metrics.draw.Draw` of this model, e.g. the one
+    ``p4lightning sample`` writes; ``n_samples`` must be its length), else drawn here with the generator seeded by
+    ``seed`` after the noise of the noisy-MD set. ``chunk``: samples per flow pass and MD frames per density pass.
+    """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1; got {n_samples}")
+    if samples is not None and len(samples) != n_samples:
+        raise ValueError(f"samples holds {len(samples)} samples but n_samples is {n_samples}")
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     md_x = md_x.reshape(len(md_x), -1).to(device)
     noisy = md_x + noise_nm * torch.randn(md_x.shape, generator=g, dtype=md_x.dtype).to(device)
-    xs, lqs, oob = [], [], []
-    for start in range(0, n_samples, chunk):
-        x, log_q, y = model.sample_with_coordinates(min(chunk, n_samples - start), g)
-        xs.append(x)
-        lqs.append(log_q.double())
-        oob.append(model.transform.out_of_branch(y).cpu())
-    samples_x, samples_log_q = torch.cat(xs), torch.cat(lqs)
+    if samples is None:
+        samples = draw(model, n_samples, g, chunk)
     md_log_q = torch.cat([model.log_density(md_x[i : i + chunk]).double() for i in range(0, len(md_x), chunk)])
     ev = Evaluation(
-        samples_x=samples_x.cpu(),
-        samples_u=model.energies(samples_x.double()).double().cpu(),
-        samples_log_q=samples_log_q.cpu(),
+        samples_x=samples.x.cpu(),
+        samples_u=samples.u.cpu(),
+        samples_log_q=samples.log_q.cpu(),
         md_x=md_x.cpu(),
-        md_u=model.energies(md_x.double()).double().cpu(),
+        md_u=energies(model.energy, md_x.double()).double().cpu(),
         md_log_q=md_log_q.cpu(),
-        noisy_u=model.energies(noisy.double()).double().cpu(),
+        noisy_u=energies(model.energy, noisy.double()).double().cpu(),
         threshold=float(model.data_energy_max),
-        samples_out_of_branch=torch.cat(oob),
+        samples_out_of_branch=samples.out_of_branch,
         md_replica=md_replica,
     )
     if floor_x is not None:
         ev.floor_x = floor_subset(floor_x, n_samples, g)
-        ev.floor_u = model.energies(ev.floor_x.double().to(device)).double().cpu()
+        ev.floor_u = energies(model.energy, ev.floor_x.double().to(device)).double().cpu()
     score(ev, float(model.hparams.temperature), noise_nm)
     ev.metrics.update(_term_shifts(model, ev))
     return ev

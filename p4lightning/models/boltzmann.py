@@ -65,8 +65,10 @@ from p4lightning._validation import (
     check_positive_int,
 )
 from p4lightning.flows.blocks import SPLINE_MIXINGS, realnvp_flow, spline_flow
+from p4lightning.flows.distribution import FlowDistribution
 from p4lightning.flows.priors import NormalUniformPrior
 from p4lightning.flows.sequential import StandardNormal
+from p4lightning.metrics.draw import draw
 from p4lightning.metrics.sampling import EffectiveSampleSize, EnergyStatistics, RamachandranKL
 from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.protocol import find_p4_modules
@@ -78,10 +80,10 @@ from p4lightning.systems.alanine import (
     alanine_dipeptide,
     check_topology,
 )
-from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
+from p4lightning.systems.energy import regularize_energy
 from p4lightning.systems.mixed import MixedCoordinateTransform
 from p4lightning.systems.observables import labeling_signs, phi_psi
-from p4lightning.systems.torch_energy import TorchEnergy
+from p4lightning.systems.protocol import ReducedEnergy, energies, make_energy
 
 __all__ = ["BoltzmannGenerator"]
 
@@ -227,8 +229,13 @@ class BoltzmannGenerator(CompileSafeLightningModule):
                 p4inv_kwargs=p4_kwargs,
             )  # fmt: skip
             self.prior = NormalUniformPrior(dim, circular_indices)
+        # flow + prior as one distribution over the flow coordinates y (60-d), held outside the module tree: it
+        # references self.flow and self.prior, whose state_dict keys stay flow.…, prior.… (the shipped checkpoints')
+        object.__setattr__(self, "distribution", FlowDistribution(self.flow, self.prior))
         self._p4_modules = [m for _, m in find_p4_modules(self.flow)]  # found once, not on every step
-        self.energy: OpenMMEnergy | TorchEnergy | None = None  # built per process in setup()
+        # the reduced-energy op, built per process in setup(): a resource, not model state, so held outside the
+        # module tree (see __setattr__; no energy.… keys in state_dict); it follows the model's device (_apply)
+        self.energy: ReducedEnergy | None = None
         self._log_density_fn = self.log_density  # torch.compile-d in setup() when compile=True
         self._energy_fn: Any = None  # the training step's energy: TorchEnergy compiled in setup() when compile=True
         # max reduced energy of the training data: the paper's low-energy threshold (set in setup)
@@ -272,7 +279,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             self.energy = self.make_energy()
         if self.hparams.compile and stage == "fit" and self._log_density_fn == self.log_density:
             self._log_density_fn = torch.compile(self.log_density)
-        if self.hparams.compile and stage == "fit" and isinstance(self.energy, TorchEnergy):
+        torch_energy = self.energy is not None and self.hparams.get("energy") == "torch"
+        if self.hparams.compile and stage == "fit" and torch_energy:
             # its bound forward, not the module: a compiled module assigned here would join state_dict
             self._energy_fn = torch.compile(self.energy.forward)
         train = getattr(dm, "train", None)
@@ -310,26 +318,37 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             )
         self.load_state_dict(state, strict=False)
 
-    def make_energy(self) -> OpenMMEnergy | TorchEnergy:
-        """The reduced-energy op chosen by ``energy`` (``TorchEnergy`` on this module's device, or OpenMM workers)."""
-        ala2 = alanine_dipeptide(self.hparams.temperature)
-        if self.hparams.get("energy", "openmm") == "torch":
-            return TorchEnergy(ala2.system, self.hparams.temperature).to(self.device)
-        return OpenMMEnergy(
-            ala2.system, self.hparams.temperature, self.hparams.energy_workers, self.hparams.energy_platform
-        )
+    def make_energy(self) -> ReducedEnergy:
+        """The reduced-energy op chosen by ``energy`` (:func:`~p4lightning.systems.protocol.make_energy`: a
+        TorchEnergy on this module's device, or OpenMM workers)."""
+        hp = self.hparams
+        ala2 = alanine_dipeptide(hp.temperature)
+        return make_energy(
+            hp.get("energy", "openmm"), ala2.system, hp.temperature, device=self.device,
+            n_workers=hp.energy_workers, platform=hp.energy_platform,
+        )  # fmt: skip
 
-    @torch.no_grad()
     def energies(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """Reduced energies ``(B,)`` of positions ``(B, 22, 3)`` or ``(B, 66)`` nm in chunks (no graph)."""
+        """Reduced energies ``(B,)`` (k_BT) of positions ``(B, 22, 3)`` or ``(B, 66)`` nm in chunks, no graph, on
+        ``x``'s device (:func:`~p4lightning.systems.protocol.energies`)."""
         if self.energy is None:
             raise RuntimeError("the energy op is built in setup(); call setup() or attach a trainer first")
-        if len(x) == 0:
-            return x.new_zeros(0)
-        # TorchEnergy evaluates on its own device (the model's, once Lightning has moved it); positions may come
-        # from the CPU (the datamodule's frames in setup(), evaluation sets): moved there and back
-        device = self.energy.device if isinstance(self.energy, TorchEnergy) else x.device
-        return torch.cat([self.energy(x[i : i + chunk].to(device)).to(x.device) for i in range(0, len(x), chunk)])
+        return energies(self.energy, x, chunk)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "energy":  # a plain attribute: not a submodule, so not in state_dict (nn.Module would register it)
+            self.__dict__["energy"] = value
+            return
+        super().__setattr__(name, value)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> BoltzmannGenerator:
+        # .to()/.cuda()/.cpu() of the model (Lightning's device moves): the energy op, outside the module tree,
+        # follows the model's device; its dtype stays its own (TorchEnergy's parameters are float64)
+        super()._apply(fn, recurse)
+        op = self.__dict__.get("energy")
+        if isinstance(op, torch.nn.Module):
+            op.to(self.data_energy_max.device)
+        return self
 
     def generator(self, purpose: int) -> torch.Generator:
         """A CPU generator seeded by ``(seed, rank, global step, purpose)``: reproducible and resumable draws."""
@@ -340,31 +359,20 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         return torch.Generator().manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1))
 
     def teardown(self, stage: str) -> None:
-        if isinstance(self.energy, OpenMMEnergy):
+        if self.energy is not None:
             self.energy.close()
         self.energy = None
         self._energy_fn = None
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        # the energy op is a per-process resource, not model state
-        return {k: v for k, v in super().state_dict(*args, **kwargs).items() if not k.startswith("energy.")}
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        energy, self.energy = self.energy, None
-        try:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        finally:
-            self.energy = energy
 
     # ---------------------------------------------------------------------------------------------
     def log_density(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`\ln q(\mathbf{x})` of positions ``(B, 66)`` nm under the model (60-d conformation space)."""
         y, ladj_t = self.transform(x)
-        z, ladj_f = self.flow.inverse(y)
-        return self.prior.log_prob(z) + ladj_f + ladj_t
+        return self.distribution.log_prob(y) + ladj_t
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``n`` positions ``(n, 66)`` nm and their :math:`\ln q(\mathbf{x})` ``(n,)``."""
+        r"""``n`` positions ``(n, 66)`` nm and their :math:`\ln q(\mathbf{x})` ``(n,)``, differentiable with respect
+        to the parameters (the energy phase's reverse KL)."""
         x, log_q, _ = self.sample_with_coordinates(n, generator)
         return x, log_q
 
@@ -372,11 +380,10 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         self, n: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r"""``(x, log_q, y)``: positions ``(n, 66)`` nm, :math:`\ln q(\mathbf{x})` ``(n,)`` and the flow coordinates
-        ``(n, 60)`` they were placed from (for :meth:`MixedCoordinateTransform.out_of_branch`)."""
-        z = self.prior.sample(n, generator)
-        y, ladj_f = self.flow(z)
+        ``(n, 60)`` they were placed from (for :meth:`MixedCoordinateTransform.out_of_branch`); differentiable."""
+        y, log_q_y = self.distribution.rsample(n, generator)
         x, ladj_t = self.transform.inverse(y)
-        return x, self.prior.log_prob(z) - ladj_f - ladj_t, y
+        return x, log_q_y - ladj_t, y
 
     def weights(self) -> tuple[float, float]:
         """``(w_l, w_e)`` at the current optimizer step (they sum to 1)."""
@@ -483,18 +490,13 @@ class BoltzmannGenerator(CompileSafeLightningModule):
     def evaluate_samples(
         self, n: int, chunk: int = 1024, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        """Draw ``n`` samples; return positions ``(n, 66)`` nm, reduced energies ``u`` ``(n,)`` (float64),
-        ``log_q`` and log importance weights ``log_w = -u - log_q`` (needs the energy op, i.e. after setup)."""
+        """Draw ``n`` samples (:func:`~p4lightning.metrics.draw.draw`, ``chunk`` at a time); return positions
+        ``(n, 66)`` nm, reduced energies ``u`` ``(n,)`` (float64), ``log_q`` and log importance weights
+        ``log_w = -u - log_q`` (needs the energy op, i.e. after setup)."""
         if self.energy is None:
             raise RuntimeError("evaluate_samples needs the energy op; call setup() or attach a trainer first")
-        xs, us, lqs = [], [], []
-        for start in range(0, n, chunk):
-            x, log_q = self.sample(min(chunk, n - start), generator)
-            xs.append(x)
-            lqs.append(log_q.double())
-            us.append(self.energy(x.reshape(-1, N_ATOMS, 3).double()).double())
-        x, u, log_q = torch.cat(xs), torch.cat(us), torch.cat(lqs)
-        return {"x": x, "u": u, "log_q": log_q, "log_w": -u - log_q}
+        d = draw(self, n, generator, chunk, energy_chunk=chunk)
+        return {"x": d.x, "u": d.u, "log_q": d.log_q, "log_w": -d.u - d.log_q}
 
     def on_validation_epoch_end(self) -> None:
         self._sample_metrics("val")

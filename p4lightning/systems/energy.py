@@ -179,6 +179,12 @@ class OpenMMEnergy(nn.Module):
             return x.new_zeros(0)
         return _ReducedEnergy.apply(x, self)
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the counters, where :func:`~p4lightning.systems.protocol.energies` sends positions (the
+        workers read them on the CPU; energies come back on the positions' device)."""
+        return self.num_evaluated.device
+
     def energies_kj_mol(self, x: torch.Tensor) -> np.ndarray:
         """Energies in kJ/mol as a float64 array (no autograd)."""
         return self.pool.evaluate(self._as_sent(self._validate(x)))[0]
