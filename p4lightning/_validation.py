@@ -8,7 +8,7 @@ Every public entry point of p4lightning checks its arguments through these helpe
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Any, TypeVar, get_args
 
 import torch
 
@@ -19,6 +19,9 @@ __all__ = [
     "check_choice",
     "check_finite",
     "check_features",
+    "check_literal",
+    "check_nonnegative_int",
+    "check_positive",
     "check_positive_int",
     "check_square_matrix",
 ]
@@ -119,6 +122,35 @@ def check_positive_int(value: int, name: str, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}; got {value}")
     return value
+
+
+def check_nonnegative_int(value: int, name: str) -> int:
+    """Require ``value`` to be an ``int`` (not ``bool``) ``>= 0`` (a seed, a count that may be zero); return it."""
+    return check_positive_int(value, name, minimum=0)
+
+
+def check_positive(value: float, name: str) -> float:
+    """Require ``value`` to be a real number ``> 0`` (a learning rate, a temperature; NaN fails); return it.
+
+    Raises:
+        TypeError: not a real number.
+        ValueError: ``<= 0`` or NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number > 0; got {value!r} of type {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0; got {value}")
+    return value
+
+
+def check_literal(value: T, literal: Any, name: str) -> T:
+    """Require ``value`` to be one of the values of the ``typing.Literal`` alias ``literal``; return it.
+
+    One constant per choice: a module defines ``Flow = Literal["realnvp", "spline"]`` once, annotates its argument
+    with it (what LightningCLI documents and checks) and validates with ``check_literal(flow, Flow, "flow")``, so the
+    annotation and the runtime check cannot disagree.
+    """
+    return check_choice(value, get_args(literal), name)
 
 
 def check_choice(value: T, choices: Iterable[T], name: str) -> T:

@@ -161,7 +161,7 @@ def test_console_script_reexecs_with_one_openmp_thread():
         (["predict"], "invalid choice: 'predict'"),
         (["fit", "--config", "configs/bg/demo.yaml", "--data.init_args.trajectories", "[nothere.dcd]"],
          "p4lightning fit: error: trajectory file not found: nothere.dcd"),
-        (["fit", "--config", "configs/bg/demo.yaml", "--model.init_args.lr", "-1"], "lr and energy_lr must be > 0"),
+        (["fit", "--config", "configs/bg/demo.yaml", "--model.init_args.lr", "-1"], "lr must be > 0"),
         (["test", "--config", "configs/bg/demo.yaml", "--data.init_args.topology", "data/ala2_600K_replicas/replicas.json"],
          "p4lightning test: error: topology data/ala2_600K_replicas/replicas.json is not readable by mdtraj"),
     ],
@@ -213,7 +213,7 @@ def _one_line_exit_2(argv, capsys):
     [
         (["--data.init_args.val_fraction", "0", "--data.init_args.test_fraction", "0"],
          "validation and test splits are empty"),
-        (["--model.init_args.temperature", "-1"], "temperature must be > 0 K"),
+        (["--model.init_args.temperature", "-1"], "temperature must be > 0; got -1"),
         (["--ckpt_path", "README.md"], "checkpoint README.md is not a readable torch checkpoint"),
         (["--model.init_args.flow", "realnvp", "--model.init_args.mixing", "swap",
           "--model.init_args.circular_torsions", "none"], "P4MergeCallback: BoltzmannGenerator contains no P4Module"),

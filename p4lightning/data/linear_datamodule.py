@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from p4lightning._validation import check_choice, check_positive_int
+from p4lightning._validation import check_choice, check_nonnegative_int, check_positive_int
 from p4lightning.data.linear import LINEAR_TARGETS, linear_target
 
 __all__ = ["LinearDataModule"]
@@ -41,7 +41,7 @@ class LinearDataModule(pl.LightningDataModule):
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
         self.shuffle = bool(shuffle)
-        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.seed = check_nonnegative_int(seed, "seed")
         self.dtype = getattr(torch, check_choice(dtype, ("float32", "float64"), "dtype"))
         self.target: torch.Tensor | None = None
         self._train: TensorDataset | None = None

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from p4lightning._io import atomic_path, c_stdout_silenced, check_output_dir
-from p4lightning._validation import InputFileError, check_choice, check_positive_int
+from p4lightning._validation import InputFileError, check_choice, check_nonnegative_int, check_positive_int
 from p4lightning.systems.alanine import alanine_dipeptide, check_topology
 
 __all__ = [
@@ -162,7 +162,7 @@ def _check_md_settings(
     """The MD settings shared by :func:`simulate` and :func:`simulate_replicas`, checked without running MD."""
     check_positive_int(frames, "frames")
     check_positive_int(save_every, "save_every")
-    check_positive_int(equilibration_steps, "equilibration_steps", minimum=0)
+    check_nonnegative_int(equilibration_steps, "equilibration_steps")
     for value, name, unit in (
         (temperature, "temperature", "K"),
         (friction_per_ps, "friction_per_ps", "1/ps"),

@@ -28,9 +28,17 @@ import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from p4lightning._io import c_stdout_silenced
-from p4lightning._validation import ConfigurationError, InputFileError, check_positive_int
+from p4lightning._validation import (
+    ConfigurationError,
+    InputFileError,
+    check_literal,
+    check_nonnegative_int,
+    check_positive_int,
+)
 
-__all__ = ["EpochSeededSampler", "MDTrajectoryDataModule", "load_positions"]
+__all__ = ["EpochSeededSampler", "MDTrajectoryDataModule", "SplitKind", "load_positions"]
+
+SplitKind = Literal["contiguous", "trajectories"]
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -186,7 +194,7 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         topology: str,
         n_atoms: int | None = 22,
         stride: int = 1,
-        split: Literal["contiguous", "trajectories"] = "contiguous",
+        split: SplitKind = "contiguous",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         batch_size: int = 256,
@@ -203,8 +211,7 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         self.topology = str(topology)
         self.n_atoms = n_atoms
         self.stride = check_positive_int(stride, "stride")
-        if split not in ("contiguous", "trajectories"):
-            raise ValueError(f"split must be 'contiguous' or 'trajectories'; got {split!r}")
+        check_literal(split, SplitKind, "split")
         self.split = split
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= value < 1.0:
@@ -216,8 +223,8 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.shuffle = bool(shuffle)
-        self.seed = check_positive_int(seed, "seed", minimum=0)
-        self.num_workers = check_positive_int(num_workers, "num_workers", minimum=0)
+        self.seed = check_nonnegative_int(seed, "seed")
+        self.num_workers = check_nonnegative_int(num_workers, "num_workers")
         self.train: torch.Tensor | None = None
         self.val: torch.Tensor | None = None
         self.test: torch.Tensor | None = None

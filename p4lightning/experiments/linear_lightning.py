@@ -23,6 +23,7 @@ import torch
 from pytorch_lightning.cli import LightningCLI
 
 from p4lightning._io import check_output_dir, write_text
+from p4lightning._validation import check_positive
 from p4lightning.callbacks.merge import P4MergeCallback
 from p4lightning.data.linear_datamodule import LinearDataModule
 from p4lightning.models.linear import LinearFit
@@ -164,8 +165,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     )
     parser.add_argument("--lr", type=float, default=None, help="override every config's learning rate (paper: 1e-2)")
     args = parser.parse_args(argv)
-    if args.lr is not None and not args.lr > 0:
-        parser.error(f"--lr must be > 0; got {args.lr}")
+    if args.lr is not None:
+        try:
+            check_positive(args.lr, "--lr")
+        except ValueError as err:
+            parser.error(str(err))
     for path in args.configs:
         if not path.is_file():
             parser.error(f"config file not found: {path}")

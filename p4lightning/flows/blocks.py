@@ -27,11 +27,11 @@ the masks only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
-from p4lightning._validation import check_choice, check_positive_int
+from p4lightning._validation import check_literal, check_nonnegative_int, check_positive_int
 from p4lightning.bijection import Bijection
 from p4lightning.flows.coupling import RealNVPCoupling
 from p4lightning.flows.linear import LULinear
@@ -45,14 +45,16 @@ from p4lightning.p4.inv import P4Inv
 __all__ = ["SPLINE_MIXINGS", "realnvp_flow", "spline_flow"]
 
 #: the ``mixing`` choices of :func:`spline_flow`
-SPLINE_MIXINGS = ("p4inv", "mask", "lu")
+RealNVPMixing = Literal["swap", "p4inv"]
+SplineMixing = Literal["p4inv", "mask", "lu"]
+SPLINE_MIXINGS: tuple[str, ...] = get_args(SplineMixing)
 
 
 def realnvp_flow(
     dim: int = 60,
     n_blocks: int = 25,
     hidden: Sequence[int] = (60, 60),
-    mixing: Literal["swap", "p4inv"] = "p4inv",
+    mixing: RealNVPMixing = "p4inv",
     p4inv_kwargs: dict[str, Any] | None = None,
     n_angles: int = 0,
 ) -> SequentialFlow:
@@ -69,7 +71,7 @@ def realnvp_flow(
         n_angles: trailing coordinates that are angles.
     """
     check_positive_int(n_blocks, "n_blocks")
-    check_choice(mixing, ("swap", "p4inv"), "mixing")
+    check_literal(mixing, RealNVPMixing, "mixing")
     kwargs = {"init": "reverse", "bias": True, **(p4inv_kwargs or {})}
     layers: list[Bijection] = []
     for _ in range(n_blocks):
@@ -88,7 +90,7 @@ def spline_flow(
     hidden: Sequence[int] = (256, 256),
     bins: int = 8,
     bound: float = 5.0,
-    mixing: Literal["p4inv", "mask", "lu"] = "p4inv",
+    mixing: SplineMixing = "p4inv",
     activation: str = "relu",
     mask_seed: int = 0,
     p4inv_kwargs: dict[str, Any] | None = None,
@@ -107,8 +109,8 @@ def spline_flow(
     check_positive_int(n_couplings, "n_couplings", minimum=2)
     if n_couplings % 2:
         raise ValueError(f"n_couplings must be even (couplings come in complementary pairs); got {n_couplings}")
-    check_choice(mixing, SPLINE_MIXINGS, "mixing")
-    n_euclidean = dim - check_positive_int(n_circular, "n_circular", minimum=0)
+    check_literal(mixing, SplineMixing, "mixing")
+    n_euclidean = dim - check_nonnegative_int(n_circular, "n_circular")
     if n_euclidean < 2:
         raise ValueError(f"spline_flow needs at least 2 Euclidean coordinates; got dim={dim}, n_circular={n_circular}")
     circular = list(range(n_euclidean, dim))

@@ -25,7 +25,7 @@ import math
 import torch
 from torch.nn import functional as F  # noqa: N812 - torch's convention
 
-from p4lightning._validation import check_features, check_positive_int
+from p4lightning._validation import check_features, check_nonnegative_int, check_positive_int
 from p4lightning.bijection import Bijection
 
 __all__ = ["AngleSquash"]
@@ -50,7 +50,7 @@ class AngleSquash(Bijection):
     def __init__(self, dim: int, n_angles: int) -> None:
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
-        self.n_angles = check_positive_int(n_angles, "n_angles", minimum=0)
+        self.n_angles = check_nonnegative_int(n_angles, "n_angles")
         if n_angles > dim:
             raise ValueError(f"n_angles must be <= dim; got {n_angles} > {dim}")
 

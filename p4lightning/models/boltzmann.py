@@ -60,11 +60,13 @@ import torch
 
 from p4lightning._validation import (
     as_floating_dtype,
-    check_choice,
     check_features,
+    check_literal,
+    check_nonnegative_int,
+    check_positive,
     check_positive_int,
 )
-from p4lightning.flows.blocks import SPLINE_MIXINGS, realnvp_flow, spline_flow
+from p4lightning.flows.blocks import RealNVPMixing, SplineMixing, realnvp_flow, spline_flow
 from p4lightning.flows.distribution import FlowDistribution
 from p4lightning.flows.priors import NormalUniformPrior
 from p4lightning.flows.sequential import StandardNormal
@@ -83,9 +85,15 @@ from p4lightning.systems.alanine import (
 from p4lightning.systems.energy import regularize_energy
 from p4lightning.systems.mixed import MixedCoordinateTransform
 from p4lightning.systems.observables import labeling_signs, phi_psi
-from p4lightning.systems.protocol import ReducedEnergy, energies, make_energy
+from p4lightning.systems.protocol import EnergyKind, ReducedEnergy, energies, make_energy
 
 __all__ = ["BoltzmannGenerator"]
+
+FlowKind = Literal["realnvp", "spline"]
+ZMatrixName = Literal["backbone", "standard"]  # the keys of systems.alanine.Z_MATRICES (a test holds them equal)
+CircularTorsions = Literal["none", "proper", "all"]
+LRSchedule = Literal["constant", "cosine"]
+
 
 # purposes of the seeded generators (BoltzmannGenerator.generator)
 _TRAIN_SAMPLES, _VAL_SAMPLES = 1, 2
@@ -147,17 +155,17 @@ class BoltzmannGenerator(CompileSafeLightningModule):
 
     def __init__(
         self,
-        mixing: Literal["p4inv", "swap", "mask", "lu"] = "p4inv",
+        mixing: Literal[RealNVPMixing, SplineMixing] = "p4inv",
         n_blocks: int = 25,
         hidden: list[int] | None = None,
-        flow: Literal["realnvp", "spline"] = "realnvp",
+        flow: FlowKind = "realnvp",
         n_couplings: int = 8,
         bins: int = 8,
-        z_matrix: Literal["backbone", "standard"] = "backbone",
-        circular_torsions: Literal["none", "proper", "all"] | bool = "none",
+        z_matrix: ZMatrixName = "backbone",
+        circular_torsions: CircularTorsions | bool = "none",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        lr_schedule: LRSchedule = "constant",
         energy_drop_fraction: float = 0.0,
         iw_forward_weight: float = 0.0,
         iw_clip_fraction: float = 0.0,
@@ -174,32 +182,30 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         p4_penalty_weight: float = 0.0,
         bookkeeping_dtype: Literal["float32", "float64"] | None = None,
         n_eval_samples: int = 512,
-        energy: Literal["torch", "openmm"] = "torch",
+        energy: EnergyKind = "torch",
         compile: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if not lr > 0 or not energy_lr > 0:
-            raise ValueError(f"lr and energy_lr must be > 0; got {lr}, {energy_lr}")
+        check_positive(lr, "lr")
+        check_positive(energy_lr, "energy_lr")
         if energy_phase_start is not None:
-            check_positive_int(energy_phase_start, "energy_phase_start", minimum=0)
+            check_nonnegative_int(energy_phase_start, "energy_phase_start")
         if not energy_weight_ratio >= 0:
             raise ValueError(f"energy_weight_ratio must be >= 0; got {energy_weight_ratio}")
         check_positive_int(energy_batch_size, "energy_batch_size")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0 K; got {temperature}")
+        check_positive(temperature, "temperature")  # K
         check_positive_int(n_eval_samples, "n_eval_samples")
-        check_positive_int(seed, "seed", minimum=0)
-        if energy not in ("torch", "openmm"):
-            raise ValueError(f"energy must be 'torch' or 'openmm'; got {energy!r}")
-        check_choice(flow, ("realnvp", "spline"), "flow")
-        check_choice(mixing, ("p4inv", "swap") if flow == "realnvp" else SPLINE_MIXINGS, f"mixing of flow={flow!r}")
-        check_choice(z_matrix, tuple(Z_MATRICES), "z_matrix")
-        check_choice(lr_schedule, ("constant", "cosine"), "lr_schedule")
+        check_nonnegative_int(seed, "seed")
+        check_literal(energy, EnergyKind, "energy")
+        check_literal(flow, FlowKind, "flow")
+        check_literal(mixing, RealNVPMixing if flow == "realnvp" else SplineMixing, f"mixing of flow={flow!r}")
+        check_literal(z_matrix, ZMatrixName, "z_matrix")
+        check_literal(lr_schedule, LRSchedule, "lr_schedule")
         if isinstance(circular_torsions, bool):  # checkpoints written before the choice had names
             circular_torsions = "all" if circular_torsions else "none"
-        check_choice(circular_torsions, ("none", "proper", "all"), "circular_torsions")
+        check_literal(circular_torsions, CircularTorsions, "circular_torsions")
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
         if not 0 <= energy_drop_fraction < 1:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from p4lightning._validation import check_choice, check_features, check_positive_int
+from p4lightning._validation import check_features, check_literal, check_positive, check_positive_int
 from p4lightning.bijection import Bijection
 from p4lightning.flows.bent import BentIdentity, InverseBentIdentity
 from p4lightning.flows.coupling import RealNVPCoupling
@@ -26,6 +26,8 @@ from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.inv import P4Inv
 
 __all__ = ["DensityEstimator", "p4inv_bent_flow", "small_realnvp_flow"]
+
+DensityFlow = Literal["p4inv", "realnvp"]
 
 
 def p4inv_bent_flow(n_blocks: int = 100, dim: int = 2) -> SequentialFlow:
@@ -65,17 +67,16 @@ class DensityEstimator(CompileSafeLightningModule):
 
     def __init__(
         self,
-        flow: Literal["p4inv", "realnvp"] = "p4inv",
+        flow: DensityFlow = "p4inv",
         n_blocks: int | None = None,
         lr: float = 5e-3,
         lr_halving_steps: int = 20_000,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_choice(flow, ("p4inv", "realnvp"), "flow")
+        check_literal(flow, DensityFlow, "flow")
         self.lr_halving_steps = check_positive_int(lr_halving_steps, "lr_halving_steps")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0; got {lr}")
+        check_positive(lr, "lr")
         self.flow = p4inv_bent_flow(n_blocks or 100) if flow == "p4inv" else small_realnvp_flow(n_blocks or 5)
         self.prior = StandardNormal(2)
         # flow + prior as one distribution, held outside the module tree: state_dict keys stay flow.…, prior.…

@@ -7,13 +7,20 @@ from typing import Literal
 import torch
 from torch import nn
 
-from p4lightning._validation import as_floating_dtype, check_choice, check_features, check_positive_int
+from p4lightning._validation import (
+    as_floating_dtype,
+    check_features,
+    check_literal,
+    check_positive,
+    check_positive_int,
+)
 from p4lightning.models.compile_safe import CompileSafeLightningModule
 from p4lightning.p4.inv import P4Inv
 
 __all__ = ["LinearFit"]
 
 Mode = Literal["linear", "p4inv", "inverse-p4inv"]
+OptimizerName = Literal["sgd", "adam"]
 
 
 class LinearFit(CompileSafeLightningModule):
@@ -37,7 +44,7 @@ class LinearFit(CompileSafeLightningModule):
         dim: int,
         mode: Mode = "p4inv",
         lr: float = 1e-2,
-        optimizer: Literal["sgd", "adam"] = "sgd",
+        optimizer: OptimizerName = "sgd",
         momentum: float = 0.0,
         penalty_weight: float = 0.0,
         bookkeeping_dtype: Literal["float32", "float64"] | None = None,
@@ -45,10 +52,9 @@ class LinearFit(CompileSafeLightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.dim = check_positive_int(dim, "dim")
-        self.mode = check_choice(mode, ("linear", "p4inv", "inverse-p4inv"), "mode")
-        self.optimizer_name = check_choice(optimizer, ("sgd", "adam"), "optimizer")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0; got {lr}")
+        self.mode = check_literal(mode, Mode, "mode")
+        self.optimizer_name = check_literal(optimizer, OptimizerName, "optimizer")
+        check_positive(lr, "lr")
         self.layer: nn.Module
         if self.mode == "linear":
             self.layer = nn.Linear(dim, dim, bias=False)

@@ -31,7 +31,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from p4lightning._validation import all_finite, check_choice, check_finite, check_positive_int
+from p4lightning._validation import (
+    all_finite,
+    check_literal,
+    check_positive_int,
+    check_square_matrix,
+)
 from p4lightning.bijection import Bijection
 from p4lightning.p4.bounds import LogBounds
 from p4lightning.p4.inversion import hyperpower_step
@@ -40,7 +45,8 @@ from p4lightning.p4.rank_one import rank_one_affine, rank_one_factor, rank_one_s
 
 __all__ = ["P4Inv", "initial_matrix", "inverse_residual"]
 
-InitSpec = Literal["identity", "reverse"] | torch.Tensor
+InitName = Literal["identity", "reverse"]
+InitSpec = InitName | torch.Tensor
 Parametrization = Literal["matrix", "inverse"]
 
 #: Largest accepted condition number of an explicit ``init`` matrix (checked in float64).
@@ -64,15 +70,9 @@ def initial_matrix(dim: int, init: InitSpec, dtype: torch.dtype = torch.float64)
         dtype: dtype of the result.
     """
     if isinstance(init, torch.Tensor):
-        if not init.is_floating_point():
-            raise TypeError(f"init must be a floating-point ({dim}, {dim}) matrix; got dtype {init.dtype}")
-        if init.shape != (dim, dim):
-            raise ValueError(
-                f"init must be a square matrix of shape ({dim}, {dim}); got shape {tuple(init.shape)}"
-            )
-        check_finite(init, "init")
+        check_square_matrix(init, dim, "init")
         return init.detach().to(dtype=dtype, copy=True)
-    check_choice(init, ("identity", "reverse"), "init")
+    check_literal(init, InitName, "init")
     eye = torch.eye(dim, dtype=dtype)
     return eye if init == "identity" else eye.flip(0)
 
@@ -146,7 +146,7 @@ class P4Inv(P4Module, Bijection):
     ) -> None:
         super().__init__()
         param_dtype, state_dtype = self._init_state(dim, init, dtype, bookkeeping_dtype, device, check_inputs)
-        self.parametrization = check_choice(parametrization, ("matrix", "inverse"), "parametrization")
+        self.parametrization = check_literal(parametrization, Parametrization, "parametrization")
         self.log_g_bounds = LogBounds.coerce(log_g_bounds, "log_g_bounds")
         self.log_det_bounds = LogBounds.coerce(log_det_bounds, "log_det_bounds")
         self.penalty_bounds = LogBounds.coerce(penalty_bounds, "penalty_bounds")

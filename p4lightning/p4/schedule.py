@@ -25,19 +25,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
-from p4lightning._validation import ConfigurationError, check_choice, check_positive_int
+from p4lightning._validation import (
+    ConfigurationError,
+    check_literal,
+    check_nonnegative_int,
+    check_positive_int,
+)
 from p4lightning.p4.protocol import MergeOutcome, MergeStatus, P4Module, find_p4_modules
 
 __all__ = ["OPTIMIZER_STATE_POLICIES", "MergeReport", "MergeSchedule", "OptimizerStatePolicy", "reset_optimizer_state"]
 
 #: What a merge round does to the optimizer state of the perturbations it reset (see :class:`MergeSchedule`).
-OPTIMIZER_STATE_POLICIES = ("redrawn", "all", "none")
 OptimizerStatePolicy = Literal["redrawn", "all", "none"]
+OPTIMIZER_STATE_POLICIES: tuple[str, ...] = get_args(OptimizerStatePolicy)
 
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, parameters: Iterable[torch.Tensor]) -> int:
@@ -115,14 +120,10 @@ class MergeSchedule:
         reset_optimizer_state: OptimizerStatePolicy = "redrawn",
     ) -> None:
         self.every_n_steps = check_positive_int(every_n_steps, "every_n_steps")
-        self.force_every_n_merges = check_positive_int(
-            force_every_n_merges, "force_every_n_merges", minimum=0
-        )
-        self.correct_every_n_merges = check_positive_int(
-            correct_every_n_merges, "correct_every_n_merges", minimum=0
-        )
-        self.seed = check_positive_int(seed, "seed", minimum=0)
-        self.reset_optimizer_state = check_choice(reset_optimizer_state, OPTIMIZER_STATE_POLICIES, "reset_optimizer_state")
+        self.force_every_n_merges = check_nonnegative_int(force_every_n_merges, "force_every_n_merges")
+        self.correct_every_n_merges = check_nonnegative_int(correct_every_n_merges, "correct_every_n_merges")
+        self.seed = check_nonnegative_int(seed, "seed")
+        self.reset_optimizer_state = check_literal(reset_optimizer_state, OptimizerStatePolicy, "reset_optimizer_state")
         self.generator = torch.Generator().manual_seed(seed)
         self.rounds = 0
         self.last_merged_step = -1

@@ -15,16 +15,17 @@ with ``int(op.num_evaluated)``.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import torch
 
 from p4lightning.systems.torch_energy import TorchEnergy
 
-__all__ = ["ENERGY_KINDS", "ReducedEnergy", "energies", "make_energy"]
+__all__ = ["ENERGY_KINDS", "EnergyKind", "ReducedEnergy", "energies", "make_energy"]
 
 #: the implementations :func:`make_energy` builds
-ENERGY_KINDS = ("torch", "openmm")
+EnergyKind = Literal["torch", "openmm"]
+ENERGY_KINDS: tuple[str, ...] = get_args(EnergyKind)
 
 
 @runtime_checkable
@@ -65,7 +66,7 @@ def energies(op: ReducedEnergy, x: torch.Tensor, chunk: int = 4096) -> torch.Ten
 
 
 def make_energy(
-    kind: Literal["torch", "openmm"],
+    kind: EnergyKind,
     system: Any,
     temperature: float,
     *,
