@@ -4,17 +4,15 @@ r"""Reading an OpenMM ``System`` into typed, frozen parameter records, one per f
 units (nm, rad, kJ/mol, e), into a :class:`ForceField` of records that :mod:`p4lightning.systems.terms`
 evaluates and :class:`~p4lightning.systems.torch_energy.TorchEnergy` sums:
 
-=========================  =======================  ==========================================================
-OpenMM force               record                   holds
-=========================  =======================  ==========================================================
-``HarmonicBondForce``      :class:`BondTerm`        atoms ``(K, 2)``, :math:`r_0` nm, :math:`k` kJ mol⁻¹ nm⁻²
-``HarmonicAngleForce``     :class:`AngleTerm`       atoms ``(K, 3)``, :math:`\theta_0` rad, :math:`k` kJ mol⁻¹ rad⁻²
-``PeriodicTorsionForce``   :class:`TorsionTerm`     atoms ``(K, 4)``, :math:`n`, :math:`\varphi_0` rad, :math:`k` kJ/mol
-``NonbondedForce``         :class:`NonbondedTerm`   per pair :math:`i<j`: :math:`f q_{ij}`, :math:`\sigma_{ij}`, :math:`4\varepsilon_{ij}` (exceptions applied)
-``CustomGBForce`` (OBC)    :class:`GBSAOBCTerm`     per atom :math:`q`, :math:`\rho`, :math:`s`; :class:`OBCConstants`
-``GBSAOBCForce``           :class:`GBSAOBCTerm`     the same, with OpenMM's OBC2 constants
-``CMMotionRemover``        —                        no energy
-=========================  =======================  ==========================================================
+- ``HarmonicBondForce`` → :class:`BondTerm`: atoms ``(K, 2)``, :math:`r_0` nm, :math:`k` kJ mol⁻¹ nm⁻²;
+- ``HarmonicAngleForce`` → :class:`AngleTerm`: atoms ``(K, 3)``, :math:`\theta_0` rad, :math:`k` kJ mol⁻¹ rad⁻²;
+- ``PeriodicTorsionForce`` → :class:`TorsionTerm`: atoms ``(K, 4)``, :math:`n`, :math:`\varphi_0` rad,
+  :math:`k` kJ/mol;
+- ``NonbondedForce`` → :class:`NonbondedTerm`: per pair :math:`i<j`, :math:`f q_{ij}`, :math:`\sigma_{ij}`,
+  :math:`4\varepsilon_{ij}` with the exceptions applied;
+- ``CustomGBForce`` (OBC) and ``GBSAOBCForce`` → :class:`GBSAOBCTerm`: per atom :math:`q`, :math:`\rho`,
+  :math:`s`, and the model's :class:`OBCConstants`;
+- ``CMMotionRemover``: no energy.
 
 A ``CustomGBForce`` is read only if its expressions are openmm.app's OBC1/OBC2 (``implicitSolvent=OBC1`` or
 ``OBC2``) up to their numbers, which are parsed from the expressions themselves (expression templates with
@@ -188,10 +186,13 @@ class OBCConstants:
     r"""The numbers of an OBC generalized-Born model (:func:`p4lightning.systems.terms.obc_energy`).
 
     Attributes:
-        alpha, beta, gamma: the :math:`\tanh(\alpha\psi - \beta\psi^2 + \gamma\psi^3)` coefficients.
+        alpha: :math:`\alpha` of :math:`\tanh(\alpha\psi - \beta\psi^2 + \gamma\psi^3)`.
+        beta: :math:`\beta` (0 for OBC1).
+        gamma: :math:`\gamma`.
         offset: :math:`\delta` nm, :math:`\tilde\rho = \rho + \delta`.
         coul: :math:`f'` kJ mol⁻¹ nm e⁻², the Coulomb constant the expressions use.
-        eps_in, eps_out: solute and solvent dielectric constants.
+        eps_in: solute dielectric constant :math:`\epsilon_\text{in}`.
+        eps_out: solvent dielectric constant :math:`\epsilon_\text{out}`.
         sa: surface-area energy :math:`c_\text{SA}` kJ mol⁻¹ nm⁻².
         probe: solvent probe radius :math:`r_\text{probe}` nm.
     """

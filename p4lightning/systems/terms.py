@@ -105,7 +105,8 @@ def angle_energy(term: AngleTerm, a: Vec, b: Vec, grad: bool) -> tuple[torch.Ten
 
     Args:
         term: the angles' parameters (``K`` angles).
-        a, b: the arms :math:`x_i - x_j`, :math:`x_k - x_j` (:data:`ANGLE_VECTORS`), components ``(K, B)`` nm.
+        a: the arm :math:`x_i - x_j` (:data:`ANGLE_VECTORS`), components ``(K, B)`` nm.
+        b: the arm :math:`x_k - x_j`, components ``(K, B)`` nm.
         grad: also return the gradient.
 
     Returns:
@@ -135,8 +136,9 @@ def torsion_energy(
 
     Args:
         term: the torsions' parameters (``K`` torsions).
-        b1, b2, b3: the bonds :math:`x_j - x_i`, :math:`x_k - x_j`, :math:`x_l - x_k` (:data:`TORSION_VECTORS`),
-            components ``(K, B)`` nm.
+        b1: the bond :math:`x_j - x_i` (:data:`TORSION_VECTORS`), components ``(K, B)`` nm.
+        b2: the bond :math:`x_k - x_j`, components ``(K, B)`` nm.
+        b3: the bond :math:`x_l - x_k`, components ``(K, B)`` nm.
         grad: also return the gradient.
 
     Returns:
@@ -222,7 +224,8 @@ def obc_energy(
     Args:
         term: the per-atom parameters (``N`` atoms) and the model's constants.
         r: distances of every pair :math:`i < j` ``(P, B)`` nm.
-        pair_i, pair_j: the pairs' atoms ``(P,)`` int64.
+        pair_i: the pairs' first atoms :math:`i` ``(P,)`` int64.
+        pair_j: the pairs' second atoms :math:`j` ``(P,)`` int64.
         pair_owner: ``(N, 2P)``, column :math:`p` one at atom :math:`i` of pair :math:`p`, column :math:`P + p`
             one at its atom :math:`j` (sums over ordered pairs to their owner).
         grad: also return the gradient.

@@ -36,7 +36,9 @@ def _reference(system, xyz, group):
     system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
     for i, force in enumerate(system.getForces()):
         force.setForceGroup(i)
-    ctx = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
+    ctx = openmm.Context(
+        system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference")
+    )
     energies, forces = [], []
     for x in xyz:
         ctx.setPositions(x)
