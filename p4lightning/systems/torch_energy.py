@@ -183,8 +183,11 @@ class TorchEnergy(nn.Module):
         self.register_buffer("num_evaluated", torch.zeros((), dtype=torch.long))
 
     # --- the records, as buffers ----------------------------------------------------------------------------
+    # The records' tensors live in buffers (copies: the module may be moved or edited in place without touching
+    # the ForceField it was made from); _bonds() ... _gbsa() rebuild each record on the buffers, on the module's
+    # device, at every evaluation (a frozen dataclass of tensors: no graph break under torch.compile).
     def _buffers_of(self, record: Any, **names: str) -> None:
-        """Register ``record``'s tensor fields as buffers: buffer name = field name."""
+        """Register copies of ``record``'s tensor fields as buffers, ``names`` mapping buffer name → field name."""
         for buffer, field in names.items():
             self.register_buffer(buffer, getattr(record, field).clone())
 

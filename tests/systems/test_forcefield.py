@@ -89,3 +89,16 @@ def test_refusals_name_the_force():
     out_of_range.addForce(bonds)
     with pytest.raises(ValueError, match=r"bond_idx: particle index out of range \[0, 2\)"):
         read_system(out_of_range)
+
+
+def test_torch_energy_takes_a_force_field_and_copies_its_tensors(ala2):
+    from p4lightning.systems.torch_energy import TorchEnergy
+
+    ff = read_system(ala2.system)
+    from_ff, from_system = TorchEnergy(ff, 600.0), TorchEnergy(ala2.system, 600.0)
+    assert list(from_ff.state_dict()) == list(from_system.state_dict())
+    x = torch.as_tensor(ala2.positions)[None]
+    assert torch.equal(from_ff.potential(x), from_system.potential(x))
+    from_ff.bond_k.zero_()  # the module's buffers are its own
+    assert float(ff.bonds.k.min()) > 0.0
+    assert float(from_ff.terms_kj(x)["bond"]) == 0.0
