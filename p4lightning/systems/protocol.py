@@ -90,7 +90,7 @@ def make_energy(
         **options: further keyword arguments of the implementation (e.g. ``bonded_float64``, ``timeout_s``).
     """
     if kind == "torch":
-        op = _TorchEnergy(system, temperature, **options)
+        op = TorchEnergy(system, temperature, **options)
         return op.to(device) if device is not None else op
     if kind == "openmm":
         from p4lightning.systems.energy import OpenMMEnergy
@@ -98,12 +98,3 @@ def make_energy(
         openmm_op = OpenMMEnergy(system, temperature, n_workers, platform, **options)
         return openmm_op.to(device) if device is not None else openmm_op
     raise ValueError(f"energy kind must be one of {ENERGY_KINDS}; got {kind!r}")
-
-
-class _TorchEnergy(TorchEnergy):
-    """:class:`~p4lightning.systems.torch_energy.TorchEnergy` with the contract's ``close()`` (it holds nothing to
-    release). Kept here so that torch_energy.py is not touched while it is being split; once ``close()`` is part of
-    TorchEnergy itself, this class goes and :func:`make_energy` builds TorchEnergy directly."""
-
-    def close(self) -> None:
-        """Nothing to release: the op lives in this process."""

@@ -371,6 +371,10 @@ class TorchEnergy(nn.Module):
         """The device of the parameter buffers, where positions are evaluated."""
         return self.num_evaluated.device
 
+    def close(self) -> None:
+        """Nothing to release: the op lives in this process (the energy contract's ``close``,
+        :class:`~p4lightning.systems.protocol.ReducedEnergy`)."""
+
     @staticmethod
     def _total(terms: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         if not terms:
