@@ -71,7 +71,7 @@ def outliers(model: Any, md_x: torch.Tensor, n: int, top: int = 10, seed: int = 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from p4lightning.cli import _load_bg, _reference
+    from p4lightning.cli.common import load_bg, load_reference
 
     parser = argparse.ArgumentParser(prog="python -m p4lightning.experiments.weight_outliers", description=__doc__)
     parser.add_argument("--ckpt", type=Path, required=True)
@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.n < 1 or args.top < 1:
         parser.error("--n and --top must be >= 1")
-    md = _reference([f"{REPLICAS}/replica_03[6-9].dcd"], f"{REPLICAS}/topology.pdb", "--trajectory")
+    md = load_reference([f"{REPLICAS}/replica_03[6-9].dcd"], f"{REPLICAS}/topology.pdb", "--trajectory")
     if md is None:  # pragma: no cover - the shipped replicas are always given
         parser.error("no held-out MD frames")
-    result = outliers(_load_bg(args.ckpt), md, args.n, args.top, args.seed)
+    result = outliers(load_bg(args.ckpt), md, args.n, args.top, args.seed)
     print(f"reverse ESS (MD's labeling) {result['reverse_ess_labeled']:.4f} on {args.n} samples; "
           f"phi in {TRANSITION}: {result['transition_sample_fraction']:.4f} of the samples, "
           f"{result['transition_weight_share']:.3f} of the weight")  # fmt: skip

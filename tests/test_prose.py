@@ -1,0 +1,44 @@
+"""Prose that cannot go stale: every config and checkpoint the docs, docstrings, configs and Makefile name exists, and
+names of removed options, classes and paths appear nowhere but in the record that explains their removal.
+
+When an option, class or shipped file is removed or renamed, add it to REMOVED (with what replaced it): from then on
+a docstring or page that still names it fails here."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+#: removed or renamed name -> what replaced it (the message a failure prints)
+REMOVED = {
+    "p4_float64_bookkeeping": "bookkeeping_dtype",
+    "_TorchEnergy": "TorchEnergy (close() is part of it)",
+    "lr and energy_lr must be": "check_positive per argument",
+    "needs flow='spline'": "AngleSquash: RealNVP takes circular torsions too",
+}
+#: files that may name a removed thing: the record of the change
+RECORD = {"checkpoints/README.md", "tests/test_prose.py"}
+
+
+def _texts():
+    globs = ["README.md", "Makefile", "docs/**/*.md", "p4lightning/**/*.py", "benchmarks/**/*.py", "configs/**/*.yaml",
+             "checkpoints/README.md", "data/README.md", "tests/**/*.py", "mkdocs.yml"]  # fmt: skip
+    for pattern in globs:
+        for path in sorted(ROOT.glob(pattern)):
+            if path.is_file() and "site" not in path.relative_to(ROOT).parts[:1]:
+                yield path.relative_to(ROOT).as_posix(), path.read_text(errors="replace")
+
+
+def test_every_named_config_and_checkpoint_exists():
+    named = re.compile(r"(?<![\w/.-])((?:configs|checkpoints)/[\w/.-]+\.(?:yaml|ckpt))")
+    missing = sorted({(m.group(1), where) for where, text in _texts() for m in named.finditer(text)
+                      if "..." not in m.group(1) and not (ROOT / m.group(1)).exists()})  # fmt: skip
+    assert not missing, f"named but not in the repository: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(REMOVED))
+def test_removed_names_are_not_named_outside_the_record(name):
+    where = [path for path, text in _texts() if name in text and path not in RECORD]
+    assert not where, f"{name!r} was replaced by {REMOVED[name]}, but is still named in {where}"
