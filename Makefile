@@ -62,18 +62,9 @@ docs: setup
 docs-serve: setup
 	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
 
+# every CPU entry of benchmarks/manifest.yaml, in its order (`python benchmarks/run.py --list` lists them)
 bench: setup
-	$(PY) benchmarks/p4inv_step.py --budget 24 --out docs/benchmarks/p4inv_step
-	$(PY) benchmarks/p4inv_floor.py --out docs/benchmarks/p4inv_floor
-	$(PY) benchmarks/p4inv_floor.py --n 1024 --rounds 30 --block 4 --out docs/benchmarks/p4inv_floor_1024
-	$(PY) benchmarks/drift.py --out docs/benchmarks/drift.json
-	$(PY) benchmarks/energy_throughput.py --out docs/benchmarks/energy_throughput
-	$(PY) benchmarks/energy_throughput.py --torch-energy --rounds 7 --block 5 --out docs/benchmarks/torch_energy
-	$(PY) benchmarks/bg_step.py --rounds 8 --block 5 --energy --out docs/benchmarks/bg_step
-	$(PY) benchmarks/mixed_inverse.py --rounds 15 --block 50 --out docs/benchmarks/mixed_inverse
-	$(PY) benchmarks/host_scalars.py --rounds 10 --block 10 --out docs/benchmarks/host_scalars
-	$(PY) -m pip install --quiet --no-deps normflows==1.7.3
-	$(PY) benchmarks/spline_step.py --rounds 8 --block 3 --out docs/benchmarks/spline_step
+	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

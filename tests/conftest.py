@@ -1,7 +1,25 @@
-"""Shared fixtures: float64 by default (zuko's convention), one torch thread, seeded RNG."""
+"""Shared fixtures: float64 by default (zuko's convention), one torch thread, seeded RNG, and ``--device``."""
 
 import pytest
 import torch
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where tests taking the `device` fixture run (default cpu); cuda without a CUDA device skips them",
+    )
+
+
+@pytest.fixture
+def device(request) -> torch.device:
+    """The ``--device`` of this run; a test that takes it runs its device-specific path there."""
+    name = request.config.getoption("--device")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.skip("--device cuda given, but torch.cuda.is_available() is False on this machine")
+    return torch.device(name)
 
 
 @pytest.fixture(autouse=True)

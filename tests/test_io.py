@@ -77,15 +77,13 @@ def test_output_folders_are_checked_without_creating_them(tmp_path):
 
 
 def test_checkpoints_are_written_atomically_by_the_trainer(tmp_path, monkeypatch):
-    import pytorch_lightning as pl
+    from helpers import make_trainer
 
     from p4lightning.callbacks import AtomicCheckpointIO, FinalStepCheckpoint
     from p4lightning.callbacks import checkpoint as module
 
-    trainer = pl.Trainer(
-        max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[FinalStepCheckpoint(dirpath=tmp_path, save_last=True)],
-    )  # fmt: skip
+    callbacks = [FinalStepCheckpoint(dirpath=tmp_path, save_last=True)]
+    trainer = make_trainer(callbacks, max_steps=1, enable_checkpointing=True)
     from pytorch_lightning.demos.boring_classes import BoringModel
 
     model = BoringModel()

@@ -545,8 +545,8 @@ class BoltzmannGenerator(CompileSafeLightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam (the paper's), fused: one kernel over all parameter tensors instead of ~10 small operations per
-        tensor, measurably faster on the paper-size step (``benchmarks/bg_step.py``, docs/benchmarks/bg_step.md).
-        Same update rule; AdamW when ``weight_decay`` > 0."""
+        tensor, measurably faster on the paper-size step (``benchmarks/bg/bg_step.py``,
+        docs/benchmarks/bg_step.md). Same update rule; AdamW when ``weight_decay`` > 0."""
         wd = self.hparams.get("weight_decay", 0.0)
         if wd > 0:  # decoupled weight decay; with 0 this is Adam's update exactly
             return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=wd, fused=True)

@@ -262,8 +262,8 @@ class TorchEnergy(nn.Module):
     # Sums over atoms are matrix products with constant incidence matrices (bonded vectors -> atoms, pairs ->
     # atoms, ordered pairs -> their owner atom for the Born integrals and dE/dB): Inductor writes each
     # index_add as a scalar loop on the CPU, and with them the compiled analytic path lost to autograd by more.
-    # Against autograd through the same expressions (benchmarks/energy_throughput.py --torch-energy and
-    # benchmarks/torch_energy_gpu.py, "compiled" vs "compiled, autograd"; results in docs/benchmarks/
+    # Against autograd through the same expressions (benchmarks/energy/energy_throughput.py --torch-energy and
+    # benchmarks/energy/torch_energy_gpu.py, "compiled" vs "compiled, autograd"; results in docs/benchmarks/
     # torch_energy_gpu.md and torch_energy.md): the analytic path wins on a GPU and, on a CPU, eager and in
     # float64; it loses compiled in float32 on a CPU, where the energy is a small part of a Boltzmann
     # generator's energy-phase step (docs/benchmarks/bg_energy_step.md). One path, the

@@ -1,7 +1,7 @@
 """Train LinearFit with P4MergeCallback under a multi-process strategy; every rank dumps its P4 state.
 
-Run as a script (spawned children re-import ``__main__`` by path, so everything here is picklable):
-    python tests/callbacks/ddp_run.py OUT_DIR [STRATEGY]
+Run as a script through ``helpers.run_ddp_script`` (spawned children re-import ``__main__`` by path, so
+everything here is picklable); by hand: ``PYTHONPATH=tests python tests/callbacks/ddp_run.py OUT_DIR``.
 """
 
 import os
@@ -10,6 +10,7 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
+from helpers import ddp_trainer
 
 from p4lightning import P4MergeCallback, find_p4_modules
 from p4lightning.data.linear_datamodule import LinearDataModule
@@ -34,7 +35,6 @@ class DumpP4State(pl.Callback):
 
 def main():
     out_dir = sys.argv[1]
-    strategy = sys.argv[2] if len(sys.argv) > 2 else "ddp_spawn"
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     pl.seed_everything(0, workers=True)
@@ -42,20 +42,10 @@ def main():
     data = LinearDataModule(
         "positive_definite", dim=6, batch_size=8, steps_per_epoch=12, shuffle=True, seed=0
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=strategy,
+    trainer = ddp_trainer(
+        [P4MergeCallback(every_n_steps=3, force_every_n_merges=2, correct_every_n_merges=3), DumpP4State(out_dir)],
         max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         deterministic=True,
-        callbacks=[
-            P4MergeCallback(every_n_steps=3, force_every_n_merges=2, correct_every_n_merges=3),
-            DumpP4State(out_dir),
-        ],
     )
     trainer.fit(model, datamodule=data)
 

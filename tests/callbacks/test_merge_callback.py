@@ -1,9 +1,6 @@
 """P4MergeCallback under Trainer.fit: schedule with gradient accumulation, resume, DDP, bookkeeping, errors."""
 
 import math
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import make_trainer, run_ddp_script
 from pytorch_lightning.loggers import CSVLogger
 
 from p4lightning import P4Inv, P4MergeCallback
@@ -25,19 +23,7 @@ def _quiet():
 
 
 def _trainer(tmp_path=None, callbacks=(), **kwargs):
-    kwargs.setdefault("max_epochs", 1)
-    kwargs.setdefault("logger", False)
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
-        default_root_dir=tmp_path,
-        callbacks=list(callbacks),
-        **kwargs,
-    )
+    return make_trainer(callbacks, **{"max_epochs": 1, "deterministic": True, "default_root_dir": tmp_path, **kwargs})
 
 
 def _data(**kwargs):
@@ -124,18 +110,7 @@ def test_resume_between_merges_reproduces_the_uninterrupted_run(tmp_path):
 
 
 def test_ddp_spawn_two_processes_keep_identical_p4_state(tmp_path):
-    script = Path(__file__).with_name("ddp_run.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), "ddp_spawn"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    r0, r1 = run_ddp_script(Path(__file__).with_name("ddp_run.py"), tmp_path)
     # 12 samples-batches of 8 split over 2 ranks -> 6 steps per epoch, 2 epochs -> 12 steps, a round every 3
     assert r0["global_step"] == r1["global_step"] == 12
     assert r0["schedule"]["rounds"] == r1["schedule"]["rounds"] == 4

@@ -1,7 +1,7 @@
 """Train a small BoltzmannGenerator with 2 CPU processes; every rank dumps its P4 state and counters.
 
-Run as a script (spawned children re-import ``__main__`` by path):
-    python tests/models/bg_ddp_run.py OUT_DIR [STRATEGY]
+Run as a script through ``helpers.run_ddp_script`` (spawned children re-import ``__main__`` by path); by hand:
+``PYTHONPATH=tests python tests/models/bg_ddp_run.py OUT_DIR``.
 """
 
 import os
@@ -10,6 +10,7 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
+from helpers import ddp_trainer
 
 from p4lightning import P4MergeCallback, find_p4_modules
 from p4lightning.callbacks import BoltzmannFigures
@@ -41,7 +42,6 @@ class Dump(pl.Callback):
 
 def main():
     out_dir = sys.argv[1]
-    strategy = sys.argv[2] if len(sys.argv) > 2 else "ddp_spawn"
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     pl.seed_everything(0, workers=True)
@@ -59,22 +59,15 @@ def main():
         stride=40,
         batch_size=32,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=strategy,
-        max_steps=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-        callbacks=[
+    trainer = ddp_trainer(
+        [
             P4MergeCallback(every_n_steps=2, force_every_n_merges=2),
             Dump(out_dir),
             BoltzmannFigures(out_dir=os.path.join(out_dir, "figures"), n_samples=32),
         ],
+        max_steps=6,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
     )
     trainer.fit(model, datamodule=data)
 

@@ -6,6 +6,7 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import make_trainer, run_ddp_script
 
 from p4lightning import P4Inv, P4MergeCallback
 from p4lightning.data.md import simulate
@@ -38,19 +39,7 @@ def _dm(md):
 
 
 def _trainer(max_steps, callbacks=(), **kw):
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-        callbacks=list(callbacks),
-        **kw,
-    )
+    return make_trainer(callbacks, **{"max_steps": max_steps, "num_sanity_val_steps": 0, "limit_val_batches": 1, **kw})
 
 
 def test_ml_training_decreases_nll_and_merges_p4(md):
@@ -103,6 +92,28 @@ def test_energy_phase_switches_at_the_configured_step_and_gradients_reach_the_fl
     ]
 
 
+def test_ml_and_energy_phase_steps_train_on_the_device(md, device):
+    """``Trainer.fit`` with ``energy="torch"`` on ``--device`` (cpu by default): ML steps, then energy-phase
+    steps; model, P4 state and energy live there, every parameter stays finite and the energy was evaluated."""
+    pl.seed_everything(0)
+    model = BoltzmannGenerator(n_blocks=1, hidden=[16], energy_phase_start=2, energy_batch_size=8,
+                               n_eval_samples=16, energy="torch")  # fmt: skip
+    seen, evaluated = set(), []
+
+    class Where(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.update({pl_module.device.type, pl_module.energy.device.type, batch[0].device.type})
+            evaluated.append(int(pl_module.energy.num_evaluated))
+
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    _trainer(4, callbacks=[P4MergeCallback(every_n_steps=2), Where()], accelerator=accelerator,
+             limit_val_batches=0).fit(model, datamodule=_dm(md))  # fmt: skip
+    assert seen == {device.type}
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert evaluated[-1] - evaluated[1] >= 2 * 8  # steps 3 and 4 drew energy batches of 8
+    assert all(int(m.merges_accepted) + int(m.merges_refused) == 2 for m in model._p4_modules)
+
+
 def test_energy_gradients_reach_flow_parameters_and_positions_are_nm(md):
     pl.seed_everything(0)
     model = BoltzmannGenerator(n_blocks=1, hidden=[16], energy_workers=1)
@@ -148,18 +159,9 @@ def test_bad_arguments():
 
 
 def test_ddp_spawn_two_processes_train_the_bg_with_identical_p4_state(tmp_path):
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
-    script = Path(__file__).with_name("bg_ddp_run.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=400
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    r0, r1 = run_ddp_script(Path(__file__).with_name("bg_ddp_run.py"), tmp_path, timeout=400)
     assert r0["world_size"] == 2 and r0["global_step"] == r1["global_step"] == 6
     # each rank evaluated its own energies (training data for the threshold, energy phase, validation samples)
     assert r0["energy_evaluated"] > 0 and r1["energy_evaluated"] > 0
@@ -242,11 +244,7 @@ def test_resume_from_a_validation_time_checkpoint_between_merges_is_exact_and_la
         callbacks = [P4MergeCallback(every_n_steps=4, seed=1), Record()]
         if dirpath is not None:
             callbacks.append(FinalStepCheckpoint(dirpath=dirpath, save_last=True, save_top_k=-1))
-        trainer = pl.Trainer(
-            accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1, check_val_every_n_epoch=1,
-            enable_checkpointing=dirpath is not None, callbacks=callbacks,
-        )  # fmt: skip
+        trainer = _trainer(max_steps, callbacks, check_val_every_n_epoch=1, enable_checkpointing=dirpath is not None)
         trainer.fit(model, datamodule=_dm(md), ckpt_path=ckpt_path)
         return model, list(batches)
 
@@ -523,7 +521,7 @@ def test_keep_lowest_drops_the_highest_and_non_finite_energies():
 
 def test_cosine_learning_rate_decays_each_phase_to_zero():
     model = _spline_bg(lr=1e-3, energy_lr=1e-4, energy_phase_start=100, lr_schedule="cosine")
-    model.trainer = pl.Trainer(max_steps=300, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    model.trainer = make_trainer(max_steps=300)
     assert model.learning_rate(0) == pytest.approx(1e-3)
     assert model.learning_rate(50) == pytest.approx(5e-4)
     assert model.learning_rate(100) == pytest.approx(1e-4)

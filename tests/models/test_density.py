@@ -3,6 +3,7 @@
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import make_trainer
 
 from p4lightning import P4Inv, P4MergeCallback
 from p4lightning.data.toy2d import TOY_DENSITIES, Toy2DDataModule, sample_toy
@@ -33,14 +34,7 @@ def test_short_fit_improves_test_likelihood(flow):
     with torch.no_grad():
         before = float(model.log_prob(data.test).mean())
     callbacks = [P4MergeCallback(every_n_steps=10)] if flow == "p4inv" else []
-    trainer = pl.Trainer(
-        max_steps=60,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
+    trainer = make_trainer(callbacks, max_steps=60)
     trainer.fit(model, datamodule=data)
     after = trainer.test(model, datamodule=data, verbose=False)[0]["test/log_likelihood"]
     assert after > before + 0.3

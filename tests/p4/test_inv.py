@@ -23,11 +23,13 @@ def _set_perturbation(layer, u, v):
 
 
 @pytest.mark.parametrize("parametrization", ["matrix", "inverse"])
-def test_merge_keeps_the_function(parametrization):
-    layer = P4Inv(8, init="reverse", parametrization=parametrization)
+def test_merge_keeps_the_function(parametrization, device):
+    """Forward, inverse and merge on ``--device`` (cpu by default): the same function before and after."""
+    layer = P4Inv(8, init="reverse", parametrization=parametrization).to(device)
     _set_perturbation(layer, 0.2 * torch.randn(8), torch.randn(8))
-    x = torch.randn(16, 8)
+    x = torch.randn(16, 8).to(device)
     y, ladj = layer(x)
+    assert y.device.type == ladj.device.type == layer.matrix.device.type == device.type
     x_back, ladj_inv = layer.inverse(y)
     assert layer.merge().status is MergeStatus.ACCEPTED
     assert torch.count_nonzero(layer.u) == 0

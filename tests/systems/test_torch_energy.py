@@ -39,23 +39,26 @@ def frames():
 
 
 @pytest.mark.parametrize("kind", ["md", "noise_0.004", "noise_0.02", "pulled_0.05"])
-def test_float64_terms_total_and_forces_match_openmm_reference(ala2, frames, kind):
+def test_float64_terms_total_and_forces_match_openmm_reference(ala2, frames, kind, device):
+    """On ``--device`` (cpu by default): the energy module and the positions moved there, compared on the host."""
     xyz = frames[kind]
     ref_terms, ref_total, ref_forces = reference(ala2.system, xyz)
-    energy = TorchEnergy(ala2.system, 600.0)
-    x = torch.tensor(xyz, requires_grad=True)
+    energy = TorchEnergy(ala2.system, 600.0).to(device)
+    assert energy.device.type == device.type
+    x = torch.tensor(xyz, requires_grad=True, device=device)
     terms = energy.terms_kj(x)
     assert set(terms) == set(ref_terms)
     abs_sum = sum(np.abs(v) for v in ref_terms.values())  # (B,) sum of |terms|
     for name, value in terms.items():
-        err = np.abs(value.detach().numpy() - ref_terms[name])
+        assert value.device.type == device.type
+        err = np.abs(value.detach().cpu().numpy() - ref_terms[name])
         assert (err <= 1e-9 * abs_sum).all(), (name, err.max(), abs_sum.min())
     total = energy.potential(x)
-    assert (np.abs(total.detach().numpy() - ref_total) <= 1e-9 * abs_sum).all()
+    assert (np.abs(total.detach().cpu().numpy() - ref_total) <= 1e-9 * abs_sum).all()
     (grad,) = torch.autograd.grad(total.sum(), x)
-    assert np.abs(-grad.numpy() - ref_forces).max() <= 1e-8 * max(1.0, np.abs(ref_forces).max() / 1e4)
+    assert np.abs(-grad.cpu().numpy() - ref_forces).max() <= 1e-8 * max(1.0, np.abs(ref_forces).max() / 1e4)
     u = energy(x)  # reduced
-    np.testing.assert_allclose(u.detach().numpy(), ref_total / kt(600.0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(u.detach().cpu().numpy(), ref_total / kt(600.0), rtol=1e-12, atol=1e-9)
 
 
 def test_forces_to_1e8_kj_per_mol_nm_on_md_frames(ala2, frames):

@@ -13,7 +13,7 @@ Variants (same 60 coordinates, 17 of them torsions on the circle, the same trans
 
 normflows is not a dependency of p4lightning: ``pip install --no-deps normflows`` (it needs only torch and numpy).
 
-Run: ``python benchmarks/spline_step.py --out docs/benchmarks/spline_step``
+Run: ``python -m benchmarks.flows.spline_step --out docs/benchmarks/spline_step``
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _report import format_ratio, machine, md_positions, ratio_summary, write_report
+
+from benchmarks._common import format_ratio, machine, md_positions, ratio_summary, write_report
 
 N_CIRCULAR = 17
 
@@ -144,7 +145,7 @@ def main() -> None:
     lines = [
         "# Spline BG training step: ours vs normflows, and the mixing layers",
         "",
-        f"Command: `python benchmarks/spline_step.py --couplings {args.couplings} --hidden {args.hidden} --batch "
+        f"Command: `python -m benchmarks.flows.spline_step --couplings {args.couplings} --hidden {args.hidden} --batch "
         f"{args.batch} --energy-batch {args.energy_batch} --rounds {args.rounds} --block {args.block} --out {args.out}`",
         f"Machine: {machine()}; eager, float32. {args.couplings} couplings, 8 bins, conditioners of 4 linear layers of "
         f"{args.hidden}; ML step on {args.batch} MD frames, energy step on {args.energy_batch} samples (TorchEnergy).",

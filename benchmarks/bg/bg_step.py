@@ -12,8 +12,8 @@ samples, P⁴Inv model, eager and compiled) with the torch energy (``TorchEnergy
 by autograd instead of its analytic gradient) against the OpenMM worker pool (2 pinned workers), also in
 interleaved rounds (:func:`energy_phase`).
 
-Run: ``python benchmarks/bg_step.py --rounds 12 --block 5 --energy --out docs/benchmarks/bg_step`` and
-``python benchmarks/bg_step.py --energy-only --rounds 8 --block 3 --out docs/benchmarks/bg_energy_step``
+Run: ``python -m benchmarks.bg.bg_step --rounds 12 --block 5 --energy --out docs/benchmarks/bg_step`` and
+``python -m benchmarks.bg.bg_step --energy-only --rounds 8 --block 3 --out docs/benchmarks/bg_energy_step``
 """
 
 from __future__ import annotations
@@ -25,37 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _report import expression_energy, machine, md_positions, ratio_summary, write_report
 
-
-def make_model(
-    mixing: str, compile: bool, data: torch.Tensor, as_at_issue: bool = False
-) -> tuple[object, Callable[[torch.Tensor], None]]:
-    """The step of training (``configure_optimizers``: fused Adam); ``as_at_issue``: Adam's default for-loop
-    implementation on the CPU, as the step was when the issue measured it (85 / 102-106 ms eager)."""
-    from p4lightning.models.boltzmann import BoltzmannGenerator
-
-    torch.manual_seed(0)
-    model = BoltzmannGenerator(mixing=mixing, n_blocks=25, hidden=[60, 60])
-    model.transform.fit_(data.reshape(-1, 22, 3))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4) if as_at_issue else model.configure_optimizers()
-    density = torch.compile(model.log_density) if compile else model.log_density
-    p4 = model._p4_modules
-    count = [0]
-    merge_generator = torch.Generator().manual_seed(0)
-
-    def step(x: torch.Tensor) -> None:
-        loss = -density(x).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        count[0] += 1
-        if count[0] % 100 == 0:
-            with torch.no_grad():
-                for m in p4:
-                    m.merge(generator=merge_generator)
-
-    return model, step
+from benchmarks._common import (
+    expression_energy,
+    machine,
+    make_bg_model,
+    md_positions,
+    ratio_summary,
+    write_report,
+)
 
 
 def matmul_floor(mixing: str, batch: int = 256, dim: int = 60, n_blocks: int = 25) -> Callable[[torch.Tensor], None]:
@@ -99,7 +77,7 @@ def ml_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
         if key[1] == "matmul floor":
             variants[key] = matmul_floor(key[0])
             continue
-        _, step = make_model(key[0], key[1] is True, data, as_at_issue=key[1] == "as at issue")
+        _, step = make_bg_model(key[0], key[1] is True, data, as_at_issue=key[1] == "as at issue")
         t = time.perf_counter()
         step(data[:256])  # compiles (compiled variants); warm-up
         step(data[256:512])
@@ -150,7 +128,7 @@ def energy_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
     from p4lightning.systems.torch_energy import TorchEnergy
 
     ala2 = alanine_dipeptide(600.0)
-    model, _ = make_model("p4inv", False, data)
+    model, _ = make_bg_model("p4inv", False, data)
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
     torch_energy = TorchEnergy(ala2.system, 600.0)
     pool = OpenMMEnergy(ala2.system, 600.0, n_workers=2)
@@ -235,7 +213,7 @@ def main() -> None:
         lines = [
             "# Boltzmann-generator energy-phase step: OpenMM pool against TorchEnergy",
             "",
-            f"Command: `python benchmarks/bg_step.py --energy-only --rounds {args.rounds} --block {args.block} "
+            f"Command: `python -m benchmarks.bg.bg_step --energy-only --rounds {args.rounds} --block {args.block} "
             f"--out {args.out}` ({result['wall_s'] / 60:.1f} min). One torch thread; medians of per-round "
             "ratios (quartiles); ms are medians of per-step block means.",
             "",
@@ -252,7 +230,7 @@ def main() -> None:
     lines = [
         "# Paper-size Boltzmann-generator step (25 blocks, batch 256, float32, one torch thread)",
         "",
-        f"Command: `python benchmarks/bg_step.py --rounds {args.rounds} --block {args.block}"
+        f"Command: `python -m benchmarks.bg.bg_step --rounds {args.rounds} --block {args.block}"
         f"{' --energy' if args.energy else ''}` ({result['wall_s'] / 60:.1f} min). Medians of per-round ratios "
         "(quartiles in brackets); ms are medians of per-step block means.",
         "",

@@ -17,8 +17,8 @@ with the CPU's for the same conformations.
 without openmmtools, with ``--positions-npy``); by default it is ``alanine_dipeptide(600.0).system``.
 ``--write-system DIR`` writes both files for it (``ala2_600K_system.xml``, ``ala2_positions.npy``) and exits.
 
-Run: ``python benchmarks/torch_energy_gpu.py --bg-ckpt checkpoints/paper_p4inv.ckpt --out docs/benchmarks/torch_energy_gpu``;
-on a machine without openmmtools, first ``python benchmarks/torch_energy_gpu.py --write-system .devcarry`` where it
+Run: ``python -m benchmarks.energy.torch_energy_gpu --bg-ckpt checkpoints/paper_p4inv.ckpt --out docs/benchmarks/torch_energy_gpu``;
+on a machine without openmmtools, first ``python -m benchmarks.energy.torch_energy_gpu --write-system .devcarry`` where it
 is installed, then ``--system-xml .devcarry/ala2_600K_system.xml --positions-npy .devcarry/ala2_positions.npy``.
 """
 
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _report import autograd_energy_and_forces, write_report
 
+from benchmarks._common import autograd_energy_and_forces, write_report
 from p4lightning.systems.torch_energy import TorchEnergy
 
 
@@ -286,7 +286,7 @@ def main() -> None:
     lines = [
         f"# TorchEnergy on {name}: energy + forces of alanine dipeptide (OBC1, no constraints)",
         "",
-        f"Command: `python benchmarks/torch_energy_gpu.py {' '.join(sys.argv[1:])}` ({result['wall_s'] / 60:.1f} "
+        f"Command: `python -m benchmarks.energy.torch_energy_gpu {' '.join(sys.argv[1:])}` ({result['wall_s'] / 60:.1f} "
         f"min); torch {torch.__version__}, Python {platform.python_version()}.",
     ]
     if result["rows"]:

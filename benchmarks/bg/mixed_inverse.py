@@ -7,7 +7,7 @@ GPU). Both run on the same fitted transform (float32, batch 256, one torch threa
 backward (the energy phase differentiates through it), in interleaved rounds; each ratio is the median over
 rounds of the ratio of two blocks of the same round (this machine is shared and noisy).
 
-Run: ``python benchmarks/mixed_inverse.py --rounds 15 --block 50 --out docs/benchmarks/mixed_inverse``
+Run: ``python -m benchmarks.bg.mixed_inverse --rounds 15 --block 50 --out docs/benchmarks/mixed_inverse``
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _report import format_ratio, machine, md_positions, ratio_summary, write_report
+
+from benchmarks._common import format_ratio, machine, md_positions, ratio_summary, write_report
 
 
 def atom_by_atom(t: object, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +87,7 @@ def main() -> None:
     lines = [
         f"# MixedCoordinateTransform.inverse, float32, batch {args.batch}, one torch thread",
         "",
-        f"Command: `python benchmarks/mixed_inverse.py --rounds {args.rounds} --block {args.block} --batch {args.batch}`."
+        f"Command: `python -m benchmarks.bg.mixed_inverse --rounds {args.rounds} --block {args.block} --batch {args.batch}`."
         " Medians over rounds of per-round ratios (quartiles in brackets).",
         "",
         "| pass | levelled (µs) | atom by atom (µs) | levelled / atom by atom |",

@@ -7,7 +7,7 @@ samples of a trained Boltzmann generator (``--ckpt``), which include its high-en
 conformation, the largest float64 force error (kJ mol⁻¹ nm⁻¹), and the largest float32 error (total energy,
 relative to the sum of |terms|; with and without float64 bonded terms).
 
-Run: ``python benchmarks/torch_energy_accuracy.py --ckpt checkpoints/paper_p4inv.ckpt --out docs/benchmarks/torch_energy_accuracy``
+Run: ``python -m benchmarks.energy.torch_energy_accuracy --ckpt checkpoints/paper_p4inv.ckpt --out docs/benchmarks/torch_energy_accuracy``
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _report import write_report
 
-ROOT = Path(__file__).parents[1]
+from benchmarks._common import write_report
+
+ROOT = Path(__file__).parents[2]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, default=Path("checkpoints/paper_p4inv.ckpt"))
@@ -91,7 +92,7 @@ def main() -> None:
     lines = [
         "# TorchEnergy vs OpenMM Reference (float64), alanine dipeptide, no constraints",
         "",
-        f"Command: `python benchmarks/torch_energy_accuracy.py --ckpt {args.ckpt} --n {args.n}`  ",
+        f"Command: `python -m benchmarks.energy.torch_energy_accuracy --ckpt {args.ckpt} --n {args.n}`  ",
         "Energy columns: the largest |E_torch − E_OpenMM| over the set, relative to the sum of |terms| of that "
         "conformation; `force_abs`: the largest force error (kJ mol⁻¹ nm⁻¹) of `potential_and_forces` (the analytic "
         "gradient), float64; `force_rel`: the same relative to the largest |force| of that conformation; "

@@ -20,7 +20,7 @@ Then a phase breakdown of one step (forward, loss, ``zero_grad``, backward, Adam
 :math:`G = 1 + \mathbf{v}^\top\mathbf{A}^{-1}\mathbf{u}` and its gradient need (:math:`\mathbf{A}^{-1}\mathbf{u}`,
 :math:`\mathbf{A}^{-\top}\mathbf{v}`) cost on top of the forward's batch product, done four ways.
 
-Run: ``python benchmarks/p4inv_floor.py --out docs/benchmarks/p4inv_floor``
+Run: ``python -m benchmarks.p4.p4inv_floor --out docs/benchmarks/p4inv_floor``
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from p4inv_step import BATCH, PlainLinear, make_step, paired_ratio
 from torch import nn
 
+from benchmarks._common import BATCH, PlainLinear, make_step, paired_ratio
 from p4lightning import P4Inv
 
 
@@ -228,7 +228,7 @@ def main() -> None:
     paired = {name: paired_ratio(samples, name) for name in samples}
     phases = {name: phase_times(FACTORIES[name](args.n), x, 400) for name in ("nn.Linear", "P4Inv")}
     passes = inverse_passes(args.n, max(10, args.rounds // 2))
-    command = f"python benchmarks/p4inv_floor.py --n {args.n} --rounds {args.rounds} --block {args.block}"
+    command = f"python -m benchmarks.p4.p4inv_floor --n {args.n} --rounds {args.rounds} --block {args.block}"
     lines = [
         "# P⁴Inv's step against the cheapest eager step of the same math",
         "",

@@ -8,7 +8,7 @@ demo-sized P⁴Inv Boltzmann generator (8 blocks, batch 256) on the shipped data
 
 Configurations: torch's defaults; ``OMP_WAIT_POLICY=PASSIVE``; one torch thread (what ``make`` and the
 ``p4lightning`` command set, because of this benchmark); and one torch thread with unpinned workers. Rounds alternate configurations; medians over rounds, ratios
-to the defaults. Run: ``python benchmarks/thread_policy.py --out docs/benchmarks/thread_policy``
+to the defaults. Run: ``python -m benchmarks.bg.thread_policy --out docs/benchmarks/thread_policy``
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def child(pin: bool, steps: int) -> dict[str, float]:
     from p4lightning.systems.alanine import alanine_dipeptide
     from p4lightning.systems.energy import OpenMMEnergy, regularize_energy
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     dm = MDTrajectoryDataModule(
         [str(root / "data/ala2_600K.dcd")], str(root / "data/ala2.pdb"), batch_size=256
     )
@@ -86,7 +86,7 @@ def main() -> None:
         for name, (env, pin) in CONFIGS.items():
             clean = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
             out = subprocess.run(
-                [sys.executable, __file__, "--child", "pin" if pin else "nopin", "--steps", str(args.steps)],
+                [sys.executable, "-m", __spec__.name, "--child", "pin" if pin else "nopin", "--steps", str(args.steps)],
                 env={**clean, **env},
                 capture_output=True,
                 text=True,
@@ -101,7 +101,7 @@ def main() -> None:
     lines = [
         "# Boltzmann-generator step time with energy workers running",
         "",
-        f"Command: `python benchmarks/thread_policy.py --rounds {args.rounds} --steps {args.steps}`  ",
+        f"Command: `python -m benchmarks.bg.thread_policy --rounds {args.rounds} --steps {args.steps}`  ",
         "Demo-sized P⁴Inv BG (8 blocks), batch 256, energy term on 128 samples, 2 OpenMM workers; "
         f"median of {args.steps} steps per process, median over {args.rounds} alternating rounds.",
         "",

@@ -9,7 +9,7 @@ bookkeeping modes: float32, float32 with one hyperpower correction every 50 merg
 N_correct), float64. Errors are measured in float64 against the exact inverse and ``slogdet`` of the
 tracked :math:`\mathbf{A}`.
 
-Run: ``python benchmarks/drift.py --out docs/benchmarks/drift.json``
+Run: ``python -m benchmarks.p4.drift --out docs/benchmarks/drift.json``
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "command": "python benchmarks/drift.py "
+        "command": "python -m benchmarks.p4.drift "
         + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),

@@ -28,7 +28,7 @@ session, the ratio of two whole-phase medians was reported, and two phases of on
 every P⁴Inv step there started with A and A⁻¹ evicted from cache by the other methods — a situation
 training never has.
 
-Run: ``python benchmarks/p4inv_step.py --out docs/benchmarks/p4inv_step``
+Run: ``python -m benchmarks.p4.p4inv_step --out docs/benchmarks/p4inv_step``
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
+from benchmarks._common import BATCH, PlainLinear, make_step, paired_ratio
 from p4lightning import P4Inv
 
-BATCH = 256
 MERGE_EVERY = 100
 CORRECT_EVERY_MERGES = 50
 #: Fewest timed steps per block for nn.Linear and P4Inv (the two the targets compare).
@@ -99,15 +99,6 @@ class Orthogonal(nn.Module):
         return self.linear(x), x.new_zeros(x.shape[:-1])
 
 
-class PlainLinear(nn.Module):
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(n, n)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.linear(x), x.new_zeros(x.shape[:-1])
-
-
 class P4InvInverse(nn.Module):
     """P⁴Inv trained through its inverse pass (how a flow's likelihood x -> z is usually evaluated)."""
 
@@ -129,27 +120,6 @@ FACTORIES: dict[str, Callable[[int], nn.Module]] = {
 }
 #: Methods whose step gets the amortised merge and correction added.
 P4_METHODS = ("P4Inv", "P4Inv inverse")
-
-
-def make_step(module: nn.Module, x: torch.Tensor, compiled: bool = False) -> Callable[[], None]:
-    """One training step. ``compiled``: forward, log-det and loss as one ``torch.compile``-d function
-    (``fullgraph=True``, default backend), its backward from AOTAutograd; ``zero_grad``, ``backward()`` and
-    Adam stay eager — the usual way to compile a training step."""
-    opt = torch.optim.Adam(module.parameters(), lr=1e-4)
-
-    def objective(x: torch.Tensor) -> torch.Tensor:
-        y, ladj = module(x)
-        return 0.5 * y.square().sum(-1).mean() - ladj.mean()
-
-    loss_fn = torch.compile(objective, fullgraph=True) if compiled else objective
-
-    def step() -> None:
-        loss = loss_fn(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def compiled_steps(names: tuple[str, ...], n: int, x: torch.Tensor) -> dict[str, Callable[[], None]]:
@@ -198,18 +168,6 @@ def interleaved_samples(
             samples[name].append((time.perf_counter() - t) / reps)
         rounds += 1
     return samples
-
-
-def paired_ratio(
-    samples: dict[str, list[float]], name: str, extra_s: float = 0.0, reference: str = "nn.Linear"
-) -> tuple[float, float, float]:
-    """Median and quartiles over rounds of ``(t_name + extra) / t_nn.Linear`` within each round.
-
-    Pairing blocks that ran back to back cancels the host's slow drifts, which move the two medians of a
-    whole phase apart by up to ±0.1 in the ratio on this shared machine."""
-    per_round = [(t + extra_s) / base for t, base in zip(samples[name], samples[reference], strict=True)]
-    q1, med, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else [per_round[0]] * 3
-    return med, q1, q3
 
 
 def _phase_record(prefix: str, samples: dict[str, list[float]]) -> dict[str, object]:
@@ -381,7 +339,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     command = (
-        "python benchmarks/p4inv_step.py --sizes "
+        "python -m benchmarks.p4.p4inv_step --sizes "
         + " ".join(map(str, args.sizes))
         + f" --budget {args.budget:g}"
     )

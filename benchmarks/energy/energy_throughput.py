@@ -30,8 +30,8 @@ the same batches, rounds interleaved, each method timed over ``--block`` consecu
 state, as a training loop calls it; ``--block 1`` times single calls right after the other methods ran);
 every ratio is the median of per-round ratios to the pool.
 
-Run: ``python benchmarks/energy_throughput.py --out docs/benchmarks/energy_throughput``
-and ``python benchmarks/energy_throughput.py --torch-energy --rounds 7 --block 5 --out docs/benchmarks/torch_energy``
+Run: ``python -m benchmarks.energy.energy_throughput --out docs/benchmarks/energy_throughput``
+and ``python -m benchmarks.energy.energy_throughput --torch-energy --rounds 7 --block 5 --out docs/benchmarks/torch_energy``
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 import openmm
 import torch
-from _report import autograd_energy_and_forces, write_report
 
+from benchmarks._common import autograd_energy_and_forces, write_report
 from p4lightning.systems.alanine import alanine_dipeptide
 from p4lightning.systems.workers import EnergyWorkerPool, evaluate_serially
 
@@ -106,14 +106,12 @@ def pool_only(args: argparse.Namespace) -> None:
         lines.append(
             f"| {name} | {t * 1e3:.1f} | {args.batch / t:.0f} | {min(ts) * 1e3:.1f}–{max(ts) * 1e3:.1f} |"
         )
-    text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    (args.out.parent / (args.out.name + "_pool_only.md")).write_text(
-        f"Command: `python benchmarks/energy_throughput.py --pool-only --rounds {args.rounds}`  \n"
-        f"batch {args.batch}, {args.rounds} rounds × 5 consecutive batches per pool, interleaved; median.\n\n"
-        + text
-    )
-    print(text)
+    head = [
+        f"Command: `python -m benchmarks.energy.energy_throughput --pool-only --rounds {args.rounds} --out {args.out}`  ",
+        f"batch {args.batch}, {args.rounds} rounds × 5 consecutive batches per pool, interleaved; median.",
+        "",
+    ]
+    write_report(args.out, head + lines, {"all_s": times, "batch": args.batch, "rounds": args.rounds})
 
 
 def torch_energy(args: argparse.Namespace) -> None:
@@ -191,7 +189,7 @@ def torch_energy(args: argparse.Namespace) -> None:
     lines = [
         "# TorchEnergy throughput: energy + forces of alanine dipeptide (OBC1, no constraints), one torch thread",
         "",
-        f"Command: `python benchmarks/energy_throughput.py --torch-energy --rounds {args.rounds} --block {args.block}`  ",
+        f"Command: `python -m benchmarks.energy.energy_throughput --torch-energy --rounds {args.rounds} --block {args.block}`  ",
         f"OpenMM {openmm.__version__}, torch {torch.__version__}; median of {args.rounds} interleaved rounds of "
         f"{args.block} consecutive calls per method; "
         "speed-up = median of per-round ratios (pool time / method time). Compilation (first call): "
@@ -219,7 +217,8 @@ def main() -> None:
         "--pool-only",
         action="store_true",
         help="time only the pool (1 and 2 workers, lean and public calls): no plain-loop process and no "
-        "torch threads beside it, the situation of a training step waiting for its energies",
+        "torch threads beside it, the situation of a training step waiting for its energies "
+        "(give it its own --out, e.g. docs/benchmarks/energy_throughput_pool_only)",
     )
     parser.add_argument("--torch-energy", action="store_true", help="TorchEnergy against the pool and one context")
     args = parser.parse_args()
@@ -300,7 +299,7 @@ def main() -> None:
     lines = [
         "# Energy + force throughput, alanine dipeptide (22 atoms, OBC implicit solvent, no constraints)",
         "",
-        f"Command: `python benchmarks/energy_throughput.py --batch {args.batch} --rounds {args.rounds}`  ",
+        f"Command: `python -m benchmarks.energy.energy_throughput --batch {args.batch} --rounds {args.rounds}`  ",
         f"OpenMM {openmm.__version__}, CPU platform, torch {torch.__version__}, batch {args.batch}, median of "
         f"{args.rounds} interleaved rounds. Plain loops timed in their own process; pool rows timed from the "
         "parent (IPC included), which runs torch on one thread except in the last row.",

@@ -7,45 +7,34 @@ dimension 60, batch 256, float32, eager, one torch thread; merges every 100 step
 step (forward + backward, batch 256) with the scalars on the host and on the device, in interleaved rounds;
 each ratio is the median over rounds of the ratio of two blocks of the same round.
 
-Run: ``python benchmarks/host_scalars.py --rounds 10 --block 10 --out docs/benchmarks/host_scalars``
+Run: ``python -m benchmarks.p4.host_scalars --rounds 10 --block 10 --out docs/benchmarks/host_scalars``
 (needs a checkout that still has the host path: the ``host_scalars`` argument of ``rank_one_affine``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _report import format_ratio, machine, md_positions, ratio_summary, write_report
 
-
-@contextlib.contextmanager
-def scalars_on(host: bool) -> Iterator[None]:
-    """Force every rank-one node's ``host_scalars`` to ``host``."""
-    from p4lightning.p4 import rank_one
-
-    original = rank_one._scalar_options
-
-    def forced(x: torch.Tensor, offset_sign: float, host_scalars: bool | None) -> tuple[float, bool]:
-        return original(x, offset_sign, host)
-
-    rank_one._scalar_options = forced
-    try:
-        yield
-    finally:
-        rank_one._scalar_options = original
+from benchmarks._common import (
+    forced_host_scalars,
+    format_ratio,
+    machine,
+    make_bg_model,
+    md_positions,
+    ratio_summary,
+    write_report,
+)
 
 
 def bg_step(data: torch.Tensor) -> Callable[[torch.Tensor], None]:
-    """The paper-size P⁴Inv BG's eager ML step as trained (``bg_step.make_model``: fused Adam, merges every 100)."""
-    from bg_step import make_model
-
-    return make_model("p4inv", False, data)[1]
+    """The paper-size P⁴Inv BG's eager ML step as trained (``make_bg_model``: fused Adam, merges every 100)."""
+    return make_bg_model("p4inv", False, data)[1]
 
 
 def layer_step() -> Callable[[torch.Tensor], None]:
@@ -69,11 +58,11 @@ def measure(make: Callable[[], Callable[[torch.Tensor], None]], batches: list[to
     steps = {"host": make(), "device": make()}
     times: dict[str, list[float]] = {k: [] for k in steps}
     for name, step in steps.items():
-        with scalars_on(name == "host"):
+        with forced_host_scalars(name == "host"):
             step(batches[0])
     for _ in range(rounds):
         for name, step in steps.items():
-            with scalars_on(name == "host"):
+            with forced_host_scalars(name == "host"):
                 t0 = time.perf_counter()
                 for x in batches:
                     step(x)
@@ -106,7 +95,7 @@ def main() -> None:
     lines = [
         "# Host scalars in the rank-one nodes: host floats vs 0-d device tensors (CPU, float32, one thread)",
         "",
-        f"Command: `python benchmarks/host_scalars.py --rounds {args.rounds} --block {args.block}`. Medians of "
+        f"Command: `python -m benchmarks.p4.host_scalars --rounds {args.rounds} --block {args.block}`. Medians of "
         "per-round ratios (quartiles in brackets).",
         "",
         "| step | host (ms) | device (ms) | host / device |",

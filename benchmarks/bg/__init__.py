@@ -1,0 +1,1 @@
+"""Boltzmann generators: the paper-size step, the mixed-transform inverse, thread policy with workers."""

@@ -1,0 +1,1 @@
+"""Energies: OpenMM worker throughput, TorchEnergy throughput (CPU and GPU) and accuracy."""

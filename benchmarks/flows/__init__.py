@@ -1,0 +1,1 @@
+"""Flows: the spline BG step against normflows."""

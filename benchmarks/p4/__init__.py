@@ -1,0 +1,1 @@
+"""P⁴ layers: training-step cost, its floors, accuracy drift, host scalars."""
