@@ -66,8 +66,28 @@ def _log_abs(g: float) -> float:
     return math.log(abs(g)) if g != 0.0 else -math.inf
 
 
+#: The oldest torch whose ``torch.compile`` of these autograd Functions was checked to give eager's gradients.
+#: Note [compiled gradients before torch 2.13]: on torch 2.11 (the GPU machine's image), ``torch.compile`` (the
+#: aot_eager and inductor backends) of P4Inv's forward and inverse returned eager's values but zero gradients for
+#: the input and the bias (tests/p4/test_compile.py, all 9 cases); on 2.13 they agree to 1e-10. 2.12 is unchecked.
+#: Compiling them on an older torch is refused rather than trained with silently wrong gradients.
+MIN_COMPILE_TORCH = (2, 13)
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
 def _scalar_options(x: torch.Tensor, offset_sign: float, host_scalars: bool | None) -> tuple[float, bool]:
-    """Validated ``offset_sign`` and the resolved ``host_scalars`` (default: on the CPU, outside compilation)."""
+    """Validated ``offset_sign`` and the resolved ``host_scalars`` (default: on the CPU, outside compilation);
+    refuses compilation on a torch older than :data:`MIN_COMPILE_TORCH` (Note [compiled gradients before torch 2.13])."""
+    if torch.compiler.is_compiling() and _torch_version() < MIN_COMPILE_TORCH:
+        raise RuntimeError(
+            f"torch.compile of P4Inv needs torch >= {'.'.join(map(str, MIN_COMPILE_TORCH))}: on torch 2.11 its "
+            f"compiled backward returned zero gradients for the input and bias; this is torch {torch.__version__}. "
+            "Upgrade torch or train P4Inv uncompiled"
+        )
     if offset_sign != 1.0 and offset_sign != -1.0:
         raise ValueError(f"offset_sign must be 1.0 or -1.0; got {offset_sign!r}")
     if host_scalars is None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from p4lightning import P4Inv, P4Orth
+from p4lightning.p4 import rank_one
 from p4lightning.p4.protocol import P4Module
 
 DIM, BATCH = 6, 5
@@ -66,6 +67,14 @@ def _assert_all_close(got: list[torch.Tensor], expected: list[torch.Tensor]) -> 
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
 
 
+#: P4Inv compilation is refused on an older torch (Note [compiled gradients before torch 2.13] in p4/rank_one.py)
+_COMPILES = pytest.mark.skipif(
+    rank_one._torch_version() < rank_one.MIN_COMPILE_TORCH,
+    reason=f"P4Inv compilation is refused on torch {torch.__version__} (checked correct from 2.13)",
+)
+
+
+@_COMPILES
 @pytest.mark.parametrize("check_inputs", [False, True])
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 @pytest.mark.parametrize("parametrization", ["matrix", "inverse"])
@@ -101,6 +110,7 @@ def test_p4orth_compiles_to_one_graph_across_merges(direction: str) -> None:
             assert layer.merge(force=True).accepted
 
 
+@_COMPILES
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 def test_compiled_input_check_still_refuses_non_finite_input(direction: str) -> None:
     layer = _perturbed_inv("matrix", check_inputs=True)
@@ -113,6 +123,7 @@ def test_compiled_input_check_still_refuses_non_finite_input(direction: str) -> 
         compiled(x)
 
 
+@_COMPILES
 @pytest.mark.skipif(
     shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler"
 )
@@ -131,3 +142,17 @@ def test_inductor_step_matches_eager_float32() -> None:
     x[0, 0] = float("inf")
     with pytest.raises(RuntimeError, match="x must be finite"):
         compiled(x)
+
+
+def test_compiling_p4inv_on_a_torch_older_than_the_checked_one_is_refused(monkeypatch):
+    """Note [compiled gradients before torch 2.13]: torch 2.11 compiled P4Inv with zero input/bias gradients; an
+    older torch gets an error naming the version instead of silently wrong training (eager stays allowed)."""
+    monkeypatch.setattr(rank_one, "_torch_version", lambda: (2, 11))
+    layer = _perturbed_inv("matrix", False)
+    x = torch.randn(BATCH, DIM, dtype=torch.float64)
+    layer(x)  # eager: fine
+    torch._dynamo.reset()
+    compiled = torch.compile(_objective(layer, "forward"), backend="aot_eager", fullgraph=True)
+    with pytest.raises(Exception, match=r"torch.compile of P4Inv needs torch >= 2.13"):
+        compiled(x)
+    torch._dynamo.reset()
