@@ -17,6 +17,8 @@ REMOVED = {
     "_TorchEnergy": "TorchEnergy (close() is part of it)",
     "lr and energy_lr must be": "check_positive per argument",
     "needs flow='spline'": "AngleSquash: RealNVP takes circular torsions too",
+    "the OpenMM energy": "TorchEnergy is the default energy op (OpenMMEnergy the reference)",
+    "until 2026-": "history goes to git, not into docstrings",
 }
 #: files that may name a removed thing: the record of the change
 RECORD = {"checkpoints/README.md", "tests/test_prose.py"}

@@ -22,11 +22,9 @@ correction costs.
 Each method runs blocks of consecutive steps (caches warm, as in training: one untimed step first, then
 ~20 ms of ``nn.Linear`` steps and never fewer than ``MIN_BLOCK``); blocks are interleaved round-robin in
 one process. Each ratio is the median over rounds of (method's block) / (nn.Linear's block of the same
-round): pairing blocks that ran back to back cancels the host's slow speed drifts (until 2026-11-23, third
-session, the ratio of two whole-phase medians was reported, and two phases of one run disagreed by up to
-0.12 at n = 256). Until 2026-11-23 a block at n ≥ 1024 was also a single step without a warm-up step, so
-every P⁴Inv step there started with A and A⁻¹ evicted from cache by the other methods — a situation
-training never has.
+round): pairing blocks that ran back to back cancels the host's slow speed drifts (a ratio of two whole-phase
+medians moves with them). A block is never a single cold step: at n ≥ 1024 a lone step would start with A and
+A⁻¹ evicted from cache by the other methods, a situation training never has.
 
 Run: ``python -m benchmarks.p4.p4inv_step --out docs/benchmarks/p4inv_step``
 """

@@ -1,4 +1,4 @@
-r"""``BoltzmannGenerator``: a normalizing flow trained on MD data and on the OpenMM energy (paper Sect. 4.3, App. E, H).
+r"""``BoltzmannGenerator``: a normalizing flow trained on MD data and on the force field's energy (paper Sect. 4.3, App. E, H).
 
 Generation: :math:`\mathbf{z} \sim \mathcal{N}(0, \mathbf{I}_{60})` → flow → mixed-coordinate inverse → positions
 :math:`\mathbf{x}` (nm). Write :math:`F_{zx}` for that map and :math:`F_{xz}` for its inverse, and
@@ -434,7 +434,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         self.log("train/nll", nll, prog_bar=True)
         if w_e > 0:
             if self.energy is None:
-                raise RuntimeError("the energy phase needs the OpenMM energy; it is built in setup()")
+                raise RuntimeError("the energy phase needs the energy op; it is built in setup()")
             xg, log_q = self.sample(self.hparams.energy_batch_size, self.generator(_TRAIN_SAMPLES))
             u = (self._energy_fn or self.energy)(xg.reshape(-1, N_ATOMS, 3)).to(xg.dtype)
             u_reg, clamped = regularize_energy(u, self.hparams.energy_high, self.hparams.energy_max)

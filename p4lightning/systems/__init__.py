@@ -1,1 +1,2 @@
-"""Molecular systems: alanine dipeptide, the OpenMM energy op and its workers, coordinate transforms."""
+"""Molecular systems: alanine dipeptide, the energy contract and its two implementations (TorchEnergy, the default;
+OpenMM workers, the reference), coordinate transforms."""
