@@ -17,23 +17,9 @@ reads **every parameter from the System** and evaluates, for positions :math:`x`
 and :math:`f = 1/(4\pi\varepsilon_0)` in OpenMM's own value (:func:`openmm_coulomb_constant`, read from OpenMM).
 
 The implicit solvent :math:`E_\text{GB}` is OBC generalized Born with a surface-area term (Onufriev, Bashford &
-Case 2004), as ``openmm.app`` writes it into a ``CustomGBForce`` for ``implicitSolvent=OBC1`` (or ``OBC2``):
-with offset radii :math:`\rho_i`, scaled radii :math:`s_j`, :math:`\tilde\rho_i = \rho_i + \delta`,
-
-.. math::
-    I_i = \sum_{j \ne i} \mathbb 1[r + s_j \ge \rho_i]\, \tfrac12 \Bigl(\tfrac1L - \tfrac1U
-        + \tfrac14 \bigl(r - \tfrac{s_j^2}{r}\bigr)\bigl(\tfrac1{U^2} - \tfrac1{L^2}\bigr)
-        + \tfrac{1}{2r}\ln\tfrac LU\Bigr),\quad U = r + s_j,\ L = \max(\rho_i, |r - s_j|),
-
-.. math::
-    B_i = \Bigl(\tfrac1{\rho_i} - \tfrac{\tanh(\alpha\psi_i - \beta\psi_i^2 + \gamma\psi_i^3)}{\tilde\rho_i}\Bigr)^{-1},
-    \quad \psi_i = I_i \rho_i,
-
-.. math::
-    E_\text{GB} = -\tfrac12 f' \Bigl(\tfrac1{\epsilon_\text{in}} - \tfrac1{\epsilon_\text{out}}\Bigr)
-        \Bigl(\sum_i \frac{q_i^2}{B_i} + 2\sum_{i<j} \frac{q_i q_j}{f_{ij}}\Bigr)
-        + \sum_i c_\text{SA} (\tilde\rho_i + r_\text{probe})^2 (\tilde\rho_i / B_i)^6,
-    \quad f_{ij} = \sqrt{r_{ij}^2 + B_i B_j e^{-r_{ij}^2 / (4 B_i B_j)}}.
+Case 2004), as ``openmm.app`` writes it into a ``CustomGBForce`` for ``implicitSolvent=OBC1`` (or ``OBC2``); its
+formulas (Born radii, the pair and self terms, the surface area) are stated once, with the function that
+evaluates them: :func:`~p4lightning.systems.terms.obc_energy`.
 
 Every constant (:math:`\alpha, \beta, \gamma, \delta, f', \epsilon, c_\text{SA}, r_\text{probe}`) is parsed from
 the force's own expressions, which must match the OBC templates exactly up to those numbers; any other
