@@ -84,7 +84,7 @@ from p4lightning.systems.alanine import (
 )
 from p4lightning.systems.energy import regularize_energy
 from p4lightning.systems.mixed import MixedCoordinateTransform
-from p4lightning.systems.observables import labeling_signs, phi_psi
+from p4lightning.systems.observables import has_labeling, phi_psi, reference_labeling
 from p4lightning.systems.protocol import EnergyKind, ReducedEnergy, energies, make_energy
 
 __all__ = ["BoltzmannGenerator"]
@@ -249,7 +249,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         # cumulative count of generated training samples whose energy was regularised (above energy_high or
         # not finite): a counter, so it is in the checkpoint
         self.register_buffer("num_energy_clamped", torch.zeros((), dtype=torch.long))
-        # MD's labeling (labeling_signs of the training frames, set in setup): J_iw's target; not model state
+        # MD's labeling (reference_labeling of the training frames, set in setup): J_iw's target; not model state
         self._labeling: torch.Tensor | None = None
         self.val_energy = EnergyStatistics()
         self.val_ess = EffectiveSampleSize()
@@ -278,7 +278,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
             train = getattr(dm, "train", None)
             if train is None:
                 raise ValueError("iw_forward_weight > 0 needs the training frames (MD's labeling): pass the datamodule")
-            self._labeling = labeling_signs(train.reshape(len(train), N_ATOMS, 3)).double().mean(0) > 0.5
+            self._labeling = reference_labeling(train.reshape(len(train), N_ATOMS, 3))
         if self.energy is None and (
             stage in ("fit", "validate", "test") or self.hparams.energy_phase_start is not None
         ):
@@ -469,7 +469,7 @@ class BoltzmannGenerator(CompileSafeLightningModule):
         if self._labeling is None:
             raise RuntimeError("iw_forward_kl needs MD's labeling; it is set in setup('fit')")
         log_w = -u - log_q
-        valid = keep & torch.isfinite(log_w) & (labeling_signs(x) == self._labeling.to(x.device)).all(-1)
+        valid = keep & torch.isfinite(log_w) & has_labeling(x, self._labeling)
         if not bool(valid.any()):
             return x.new_zeros(())
         log_w = torch.where(valid, log_w, -torch.inf)

@@ -19,7 +19,9 @@ import torch
 from p4lightning.systems.alanine import N_ATOMS, PHI_ATOMS, PSI_ATOMS
 from p4lightning.systems.internal import torsion
 
-__all__ = ["LABELING_TORSIONS", "as_positions", "labeling_signs", "phi_psi", "same_labeling"]
+__all__ = [
+    "LABELING_TORSIONS", "as_positions", "has_labeling", "labeling_signs", "phi_psi", "reference_labeling", "same_labeling",
+]  # fmt: skip
 
 #: The torsions whose signs are the labeling (0-based atoms): each methyl hydrogen after the first, about its C–X
 #: bond relative to the first (ACE, ALA CB, NME), and the chirality at CA (improper N–CA–C–CB).
@@ -59,8 +61,17 @@ def labeling_signs(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([torsion(*(xyz[:, i] for i in row)) > 0 for row in LABELING_TORSIONS], dim=-1)
 
 
+def reference_labeling(reference: torch.Tensor) -> torch.Tensor:
+    """``(7,)`` bool: the labeling of the ``reference`` frames, their majority sign per :data:`LABELING_TORSIONS`
+    torsion (MD frames all share one)."""
+    return labeling_signs(reference).double().mean(0) > 0.5
+
+
+def has_labeling(x: torch.Tensor, labeling: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: conformations ``x`` whose signs are ``labeling`` ``(7,)`` (from :func:`reference_labeling`)."""
+    return (labeling_signs(x) == labeling.to(x.device)).all(-1)
+
+
 def same_labeling(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` bool: conformations ``x`` with the labeling of the ``reference`` frames (their majority sign per
-    torsion: MD frames all share one)."""
-    ref = labeling_signs(reference).double().mean(0) > 0.5
-    return (labeling_signs(x) == ref).all(-1)
+    """``(B,)`` bool: conformations ``x`` with the labeling of the ``reference`` frames."""
+    return has_labeling(x, reference_labeling(reference))
