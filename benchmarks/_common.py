@@ -1,14 +1,12 @@
 """What the benchmarks share: ratios of interleaved rounds, the shipped MD frames, the report files, the P⁴
-training step (``p4.p4inv_step``, ``p4.p4inv_floor``), the paper-size BG's ML step (``bg.bg_step``,
-``p4.host_scalars``) and the host-scalar switch of the rank-one nodes (``p4.host_scalars``)."""
+training step (``p4.p4inv_step``, ``p4.p4inv_floor``), and the paper-size BG's ML step (``bg.bg_step``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import platform
 import statistics
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +111,7 @@ def paired_ratio(
     return med, q1, q3
 
 
-# The paper-size BG (bg.bg_step, p4.host_scalars)
+# The paper-size BG (bg.bg_step)
 
 
 def make_bg_model(
@@ -146,29 +144,3 @@ def make_bg_model(
                     m.merge(generator=merge_generator)
 
     return model, step
-
-
-@contextlib.contextmanager
-def forced_host_scalars(host: bool) -> Iterator[None]:
-    """Every P⁴Inv layer's rank-one nodes with ``host_scalars=host`` (the public argument of
-    :func:`~p4lightning.p4.rank_one.rank_one_affine` and ``rank_one_solve``; P⁴Inv leaves it at its default)
-    while the context is open: the two functions as :mod:`p4lightning.p4.inv` calls them are wrapped."""
-    from p4lightning.p4 import inv
-
-    originals = {name: getattr(inv, name) for name in ("rank_one_affine", "rank_one_solve")}
-
-    Pass = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-
-    def forcing(fn: Pass) -> Pass:
-        def forced(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
-            return fn(*args, **{**kwargs, "host_scalars": host})
-
-        return forced
-
-    for name, fn in originals.items():
-        setattr(inv, name, forcing(fn))
-    try:
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(inv, name, fn)

@@ -1,9 +1,10 @@
 """File helpers: atomic writes (temporary file in the same folder, fsync, then rename), output-folder checks made
-before any work, and checkpoint reading."""
+before any work, a per-folder lock for work shared by several processes, and checkpoint reading."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -11,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
-    "atomic_path", "c_stdout_silenced", "check_output_dir", "load_checkpoint", "save_figure", "staged_folder", "write_text",
+    "atomic_path", "c_stdout_silenced", "check_output_dir", "folder_lock", "load_checkpoint", "save_figure", "staged_folder", "write_text",
 ]  # fmt: skip
 
 
@@ -97,6 +98,25 @@ def c_stdout_silenced() -> Iterator[None]:
                 os.dup2(saved, fd)
     finally:
         os.close(saved)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[bool]:
+    """Try to hold ``folder``'s lock (an advisory ``flock`` on ``folder/.lock``, creating the folder): yields whether
+    this process holds it. A lock dies with its process, so a killed run never leaves a stale one; two processes
+    working through the same list of run folders skip each other's."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_text(path: str | Path, text: str) -> Path:

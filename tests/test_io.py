@@ -103,3 +103,25 @@ def test_checkpoints_are_written_atomically_by_the_trainer(tmp_path, monkeypatch
     with pytest.raises(OSError, match="No space"):
         trainer.save_checkpoint(path)
     assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+
+
+def test_folder_lock_is_exclusive_across_processes_and_dies_with_its_holder(tmp_path):
+    import subprocess
+    import sys
+
+    from p4lightning._io import folder_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from p4lightning._io import folder_lock\n"
+         f"with folder_lock({str(tmp_path / 'run')!r}) as held:\n print(held, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with folder_lock(tmp_path / "run") as held:
+            assert held is False
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder_lock(tmp_path / "run") as held:  # the killed holder left no stale lock
+        assert held is True

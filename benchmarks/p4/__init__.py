@@ -1,1 +1,1 @@
-"""P⁴ layers: training-step cost, its floors, accuracy drift, host scalars."""
+"""P⁴ layers: training-step cost, its floors, accuracy drift."""

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import glob
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from p4lightning._io import c_stdout_silenced
 from p4lightning._validation import (
@@ -35,52 +35,11 @@ from p4lightning._validation import (
     check_nonnegative_int,
     check_positive_int,
 )
+from p4lightning.data.sampler import seeded_train_loader
 
-__all__ = ["EpochSeededSampler", "MDTrajectoryDataModule", "SplitKind", "load_positions"]
+__all__ = ["MDTrajectoryDataModule", "SplitKind", "load_positions"]
 
 SplitKind = Literal["contiguous", "trajectories"]
-
-
-class EpochSeededSampler(Sampler[int]):
-    """A random permutation of ``range(n)`` drawn from ``seed + epoch``, resumable in the middle of an epoch.
-
-    Lightning calls :meth:`set_epoch` at the start of every epoch; with ``epoch_source`` (the datamodule passes the
-    trainer's ``current_epoch``) the epoch is read from there when iteration starts. The order depends only on the
-    epoch, not on how many epochs ran in this process. A run resumed from a checkpoint taken after ``k`` batches of epoch ``e``
-    calls :meth:`resume` ``(e, k)``; that epoch then yields only the indices after its first ``k`` batches, so the
-    resumed run sees exactly the batches the uninterrupted run would have seen. (Under DDP Lightning substitutes a
-    ``DistributedSampler``, which is epoch-seeded the same way but restarts a resumed epoch from its beginning.)
-    """
-
-    def __init__(
-        self, n: int, seed: int = 0, batch_size: int = 1, epoch_source: Callable[[], int] | None = None
-    ) -> None:
-        self.n, self.seed, self.batch_size, self.epoch = n, seed, batch_size, 0
-        self.epoch_source = epoch_source
-        self._resume: tuple[int, int] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume(self, epoch: int, batches_done: int) -> None:
-        """Skip the first ``batches_done`` batches of epoch ``epoch`` (once)."""
-        self.epoch = epoch
-        self._resume = (epoch, batches_done) if batches_done > 0 else None
-
-    def __iter__(self):  # noqa: ANN204 - Iterator[int]
-        if self.epoch_source is not None:
-            # the trainer's epoch counter, not the argument of set_epoch: after a resume from a checkpoint written
-            # at validation end, Lightning calls set_epoch with one more than the epoch it then runs
-            self.epoch = self.epoch_source()
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.n, generator=g)
-        if self._resume is not None and self._resume[0] == self.epoch:
-            order = order[self._resume[1] * self.batch_size :]
-            self._resume = None
-        return iter(order.tolist())
-
-    def __len__(self) -> int:
-        return self.n
 
 
 def expand_trajectories(trajectories: Sequence[str | Path]) -> list[str]:
@@ -306,23 +265,12 @@ class MDTrajectoryDataModule(pl.LightningDataModule):
     def _loader(self, data: torch.Tensor | None, shuffle: bool) -> DataLoader:
         if data is None:
             raise RuntimeError("MDTrajectoryDataModule.setup() must run before requesting a dataloader")
-        sampler = EpochSeededSampler(len(data), self.seed, self.batch_size) if shuffle else None
-        return DataLoader(
-            TensorDataset(data), batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers
-        )
+        if shuffle:
+            return seeded_train_loader(data, self.batch_size, self.seed, self.trainer, self.num_workers)
+        return DataLoader(TensorDataset(data), batch_size=self.batch_size, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        loader = self._loader(self.train, self.shuffle)
-        trainer = self.trainer
-        if isinstance(loader.sampler, EpochSeededSampler) and trainer is not None:
-            loader.sampler.epoch_source = lambda: trainer.current_epoch
-            # Lightning restores its loop progress before it asks for the loaders: a checkpoint taken after k
-            # batches of epoch e resumes at batch k of the same permutation. `processed` (not `completed`)
-            # counts the batch whose on_train_batch_end wrote the checkpoint: its optimizer step is in it.
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if 0 < done < len(loader):
-                loader.sampler.resume(trainer.current_epoch, done)
-        return loader
+        return self._loader(self.train, self.shuffle)
 
     def val_dataloader(self) -> DataLoader:
         # while fitting, an empty validation split means "no validation"; `validate` needs frames

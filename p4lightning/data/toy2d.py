@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from p4lightning._validation import check_choice, check_positive_int
-from p4lightning.data.md_datamodule import EpochSeededSampler
+from p4lightning.data.sampler import seeded_train_loader
 
 __all__ = ["TOY_DENSITIES", "Toy2DDataModule", "sample_toy"]
 
@@ -101,11 +101,10 @@ class Toy2DDataModule(pl.LightningDataModule):
             self.test = sample_toy(self.density, self.n_test, self.seed + 1)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            TensorDataset(self.train),
-            batch_size=self.batch_size,
-            sampler=EpochSeededSampler(self.n_train, self.seed),
-        )
+        if self.train is None:
+            raise RuntimeError("Toy2DDataModule.setup() must run before requesting a dataloader")
+        # seeded by epoch and resumed mid-epoch from a checkpoint: a resumed run sees the same batches
+        return seeded_train_loader(self.train, self.batch_size, self.seed, self.trainer)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(TensorDataset(self.test), batch_size=2000)

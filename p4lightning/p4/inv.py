@@ -104,6 +104,10 @@ class P4Inv(P4Module, Bijection):
             else torch's default dtype).
         device: device of all tensors.
         check_inputs: validate the shape and finiteness of every input (one reduction per call).
+        higher_order: build the layer's map from plain differentiable operations, so that gradients of gradients
+            (``create_graph=True``: gradient penalties, Hessian-vector products) exist; the default fused
+            first-order nodes (:mod:`~p4lightning.p4.rank_one`) are faster and refuse a second derivative with
+            an error naming this option.
 
     Shapes:
         ``forward(x)``: ``x`` of shape ``(*, n)`` → ``(y, ladj)`` with ``y`` ``(*, n)``, ``ladj`` ``(*)``.
@@ -143,9 +147,13 @@ class P4Inv(P4Module, Bijection):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         check_inputs: bool = True,
+        higher_order: bool = False,
     ) -> None:
         super().__init__()
         param_dtype, state_dtype = self._init_state(dim, init, dtype, bookkeeping_dtype, device, check_inputs)
+        if not isinstance(higher_order, bool):
+            raise TypeError(f"higher_order must be a bool; got {higher_order!r}")
+        self.higher_order = higher_order
         self.parametrization = check_literal(parametrization, Parametrization, "parametrization")
         self.log_g_bounds = LogBounds.coerce(log_g_bounds, "log_g_bounds")
         self.log_det_bounds = LogBounds.coerce(log_det_bounds, "log_det_bounds")
@@ -259,7 +267,8 @@ class P4Inv(P4Module, Bijection):
         u, v, bias = self._perturbation(x.dtype, bias)
         flat = x if x.dim() == 2 else x.reshape(-1, self.dim)
         y, ladj = rank_one_affine(
-            flat, p, q, u, v, bias, self._buffers["log_abs_det"], offset_sign=offset_sign
+            flat, p, q, u, v, bias, self._buffers["log_abs_det"], offset_sign=offset_sign,
+            higher_order=self.higher_order,
         )
         if x.dim() != 2:
             y, ladj = y.reshape(x.shape), ladj.reshape(x.shape[:-1])
@@ -275,7 +284,9 @@ class P4Inv(P4Module, Bijection):
         q = self._pair()[1]  # the solve casts Q for its batch product itself
         u, v, bias = self._perturbation(y.dtype, bias)
         flat = y if y.dim() == 2 else y.reshape(-1, self.dim)
-        x, ladj = rank_one_solve(flat, q, u, v, bias, self._buffers["log_abs_det"], offset_sign=offset_sign)
+        x, ladj = rank_one_solve(
+            flat, q, u, v, bias, self._buffers["log_abs_det"], offset_sign=offset_sign, higher_order=self.higher_order
+        )
         if y.dim() != 2:
             x, ladj = x.reshape(y.shape), ladj.reshape(y.shape[:-1])
         return x, ladj

@@ -28,17 +28,17 @@ handful of matrix-vector products; no :math:`n \times n` temporary is ever forme
 :math:`\mathbf{Q}` (:math:`\mathbf{Q}\mathbf{u}` and :math:`\mathbf{Q}^\top\mathbf{v}`) are made back to back
 in the forward, while :math:`\mathbf{Q}` is in cache.
 
-Host scalars: on the CPU, :math:`G` and :math:`\bar\ell / G` are Python floats (double precision) instead of
-0-d tensors, which saves about eight tiny tensor operations per step; on an accelerator they stay on the
-device (a host float would synchronise every step). Both paths are tested against each other.
+:math:`G` stays a 0-d tensor in the bookkeeping dtype (never a host float: no synchronisation on an accelerator,
+one code path on every device).
 
-The backward is itself built of differentiable operations when ``create_graph=True``, so higher-order
-gradients are exact.
+Orders of derivatives: the fused nodes are first order (their backward is the fast formulas above, and refuses
+``create_graph=True`` with an error naming the alternative). ``higher_order=True`` composes the same map from plain
+differentiable operations instead (about ten autograd nodes), which autograd differentiates to any order — the
+split :class:`~p4lightning.systems.torch_energy.TorchEnergy` makes between ``potential`` and ``terms_kj``.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -51,19 +51,6 @@ def rank_one_factor(q: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[
     shapes ``(n,)`` and ``()``; differentiable in ``u`` and ``v``."""
     qu = q @ u.to(q.dtype)
     return qu, 1.0 + v.to(q.dtype) @ qu
-
-
-def _ieee_div(a: float, b: float) -> float:
-    """``a / b`` with IEEE semantics (``±inf`` or ``nan`` for ``b == 0``), as a tensor division gives."""
-    if b != 0.0:
-        return a / b
-    if a == 0.0 or math.isnan(a):
-        return math.nan
-    return math.copysign(math.inf, a) * math.copysign(1.0, b)
-
-
-def _log_abs(g: float) -> float:
-    return math.log(abs(g)) if g != 0.0 else -math.inf
 
 
 #: The oldest torch whose ``torch.compile`` of these autograd Functions was checked to give eager's gradients.
@@ -79,9 +66,9 @@ def _torch_version() -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
-def _scalar_options(x: torch.Tensor, offset_sign: float, host_scalars: bool | None) -> tuple[float, bool]:
-    """Validated ``offset_sign`` and the resolved ``host_scalars`` (default: on the CPU, outside compilation);
-    refuses compilation on a torch older than :data:`MIN_COMPILE_TORCH` (Note [compiled gradients before torch 2.13])."""
+def _checked_sign(offset_sign: float) -> float:
+    """Validated ``offset_sign``; refuses compilation on a torch older than :data:`MIN_COMPILE_TORCH`
+    (Note [compiled gradients before torch 2.13])."""
     if torch.compiler.is_compiling() and _torch_version() < MIN_COMPILE_TORCH:
         raise RuntimeError(
             f"torch.compile of P4Inv needs torch >= {'.'.join(map(str, MIN_COMPILE_TORCH))}: on torch 2.11 its "
@@ -90,9 +77,15 @@ def _scalar_options(x: torch.Tensor, offset_sign: float, host_scalars: bool | No
         )
     if offset_sign != 1.0 and offset_sign != -1.0:
         raise ValueError(f"offset_sign must be 1.0 or -1.0; got {offset_sign!r}")
-    if host_scalars is None:
-        host_scalars = x.is_cpu and not torch.compiler.is_compiling()
-    return float(offset_sign), bool(host_scalars)
+    return float(offset_sign)
+
+
+def _first_order_only(name: str) -> RuntimeError:
+    return RuntimeError(
+        f"{name}'s fused autograd node is first order: no gradient of its gradient (create_graph=True). "
+        "Pass higher_order=True (P4Inv(..., higher_order=True)) to compose it from plain operations, "
+        "which autograd differentiates to any order"
+    )
 
 
 def _records_graph(
@@ -109,42 +102,22 @@ def _records_graph(
     )
 
 
-def _add_scaled(out: torch.Tensor, vec: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
-    """``out += scale * vec`` in place, with ``vec`` possibly in a wider (bookkeeping) dtype."""
-    if isinstance(scale, float) and vec.dtype == out.dtype:
-        return out.add_(vec, alpha=scale)
-    return out.add_((vec * scale).to(out.dtype))
-
-
 def _log_factor(
     vq: torch.Tensor,
     qu: torch.Tensor,
     offset: torch.Tensor | None,
     offset_sign: float,
     log_sign: float,
-    host_scalars: bool,
     like: torch.Tensor,
-) -> tuple[torch.Tensor, float | torch.Tensor]:
-    r""":math:`G = 1 + \mathbf{v}^\top\mathbf{Q}\mathbf{u}` and ``ladj`` :math:`= s\,d + \sigma\ln|G|` with
-    :math:`\sigma` = ``log_sign``, one value per row of ``like``, in ``like``'s dtype.
-
-    Returns ``(ladj, G)``: G a Python float with host scalars, a 0-d tensor without."""
-    n_rows = like.shape[0]
-    if host_scalars:
-        g = 1.0 + float(torch.dot(vq, qu))
-        base = 0.0 if offset is None else offset_sign * float(offset)
-        value = base + log_sign * _log_abs(g)
-        return torch.full((n_rows,), value, dtype=like.dtype, device=like.device), g
-    g_tensor = torch.dot(vq, qu).add_(1.0)
-    log_g = g_tensor.abs().log().mul_(log_sign)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r""":math:`G = 1 + \mathbf{v}^\top\mathbf{Q}\mathbf{u}` (0-d, in ``qu``'s dtype) and ``ladj``
+    :math:`= s\,d + \sigma\ln|G|` with :math:`\sigma` = ``log_sign``, one value per row of ``like``, in
+    ``like``'s dtype. Returns ``(ladj, G)``."""
+    g = torch.dot(vq, qu).add_(1.0)
+    log_g = g.abs().log().mul_(log_sign)
     if offset is not None:
         log_g = log_g.add_(offset.to(log_g.dtype), alpha=offset_sign)
-    return log_g.to(like.dtype).expand(n_rows), g_tensor
-
-
-def _inverse_g(g: float | torch.Tensor) -> float | torch.Tensor:
-    """:math:`1/G` in G's representation (IEEE ``±inf`` for ``G = 0`` either way)."""
-    return _ieee_div(1.0, g) if isinstance(g, float) else torch.reciprocal(g)
+    return log_g.to(like.dtype).expand(like.shape[0]), g
 
 
 def _as_bookkeeping(q: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,7 +133,6 @@ def _affine_forward(
     bias: torch.Tensor | None,
     offset: torch.Tensor | None,
     offset_sign: float,
-    host_scalars: bool,
     keep_qtv: bool,
 ) -> tuple[torch.Tensor, ...]:
     """``(y, ladj, xv, Qu, Q^T v or None, G)`` without autograd (G: see :func:`_log_factor`)."""
@@ -170,7 +142,7 @@ def _affine_forward(
     uq, vq = _as_bookkeeping(q, u, v)
     qu = torch.mv(q, uq)
     qtv = torch.mv(q.T, vq) if keep_qtv else None  # for the backward, while Q is in cache
-    ladj, g = _log_factor(vq, qu, offset, offset_sign, 1.0, host_scalars, x)
+    ladj, g = _log_factor(vq, qu, offset, offset_sign, 1.0, x)
     return y, ladj, xv, qu, qtv, g
 
 
@@ -186,61 +158,56 @@ class _RankOneAffine(torch.autograd.Function):
         bias: torch.Tensor | None,
         offset: torch.Tensor | None,
         offset_sign: float,
-        host_scalars: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         y, ladj, xv, qu, qtv, g = _affine_forward(
-            x, p, q, u, v, bias, offset, offset_sign, host_scalars, keep_qtv=ctx.needs_input_grad[3]
+            x, p, q, u, v, bias, offset, offset_sign, keep_qtv=ctx.needs_input_grad[3]
         )
-        ctx.g = g  # a float, or a 0-d intermediate tensor (neither an input nor an output)
         ctx.offset_sign = offset_sign
-        ctx.save_for_backward(x, p, q, u, v, xv, qu, qtv)
+        ctx.save_for_backward(x, p, q, u, v, xv, qu, qtv, g)
         return y, ladj
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor, grad_ladj: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, p, q, u, v, xv, qu, qtv = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            raise _first_order_only("rank_one_affine")
+        x, p, q, u, v, xv, qu, qtv, g = ctx.saved_tensors
         need_x, _, _, need_u, need_v, need_b, need_offset = ctx.needs_input_grad[:7]
-        if torch.is_grad_enabled():  # create_graph=True: differentiable formulas from the inputs
-            grads = _differentiable_backward(x, p, q, u, v, grad_y, grad_ladj, ctx.needs_input_grad)
-        else:
-            grads = [None] * 4
-            gl_sum = grad_ladj.sum()
-            inv_g = _inverse_g(ctx.g)
-            scale = float(gl_sum) * inv_g if isinstance(inv_g, float) else gl_sum.to(inv_g.dtype) * inv_g
-            gyu = torch.mv(grad_y, u) if (need_v or need_x) else None
-            if need_u:
-                grads[1] = _add_scaled(torch.mv(grad_y.T, xv), qtv, scale)
-            if need_v:
-                grads[2] = _add_scaled(torch.mv(x.T, gyu), qu, scale)
-            if need_b:
-                grads[3] = grad_y.sum(0)
-            if need_x:
-                grads[0] = torch.outer(gyu, v).addmm_(grad_y, p)
-        grad_x, grad_u, grad_v, grad_b = grads
-        grad_offset = ctx.offset_sign * grad_ladj.sum() if need_offset else None
-        return grad_x, None, None, grad_u, grad_v, grad_b, grad_offset, None, None
+        grad_x = grad_u = grad_v = grad_b = grad_offset = None
+        gl_sum = grad_ladj.sum()
+        scale = gl_sum.to(g.dtype) / g  # ℓ̄ / G, 0-d in the bookkeeping dtype
+        gyu = torch.mv(grad_y, u) if (need_v or need_x) else None
+        if need_u:
+            grad_u = torch.mv(grad_y.T, xv).add_((qtv * scale).to(u.dtype))
+        if need_v:
+            grad_v = torch.mv(x.T, gyu).add_((qu * scale).to(v.dtype))
+        if need_b:
+            grad_b = grad_y.sum(0)
+        if need_x:
+            grad_x = torch.outer(gyu, v).addmm_(grad_y, p)
+        if need_offset:
+            grad_offset = ctx.offset_sign * gl_sum
+        return grad_x, None, None, grad_u, grad_v, grad_b, grad_offset, None
 
 
-def _differentiable_backward(
+def _affine_plain(
     x: torch.Tensor,
     p: torch.Tensor,
     q: torch.Tensor,
     u: torch.Tensor,
     v: torch.Tensor,
-    grad_y: torch.Tensor,
-    grad_ladj: torch.Tensor,
-    needs: tuple[bool, ...],
-) -> list[torch.Tensor | None]:
-    """The backward of :class:`_RankOneAffine` from differentiable operations (for double backward)."""
-    need_x, _, _, need_u, need_v, need_b = needs[:6]
-    qu, g = rank_one_factor(q, u, v)
-    scale = grad_ladj.sum().to(g.dtype) / g
-    gyu = grad_y @ u
-    grad_u = grad_y.T @ (x @ v) + (scale * (v.to(q.dtype) @ q)).to(u.dtype) if need_u else None
-    grad_v = x.T @ gyu + (scale * qu).to(v.dtype) if need_v else None
-    grad_b = grad_y.sum(0) if need_b else None
-    grad_x = torch.addr(grad_y @ p, gyu, v) if need_x else None
-    return [grad_x, grad_u, grad_v, grad_b]
+    bias: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    offset_sign: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rank_one_affine` from plain differentiable operations (derivatives of any order)."""
+    y = torch.addr(x @ p.T, x @ v, u)
+    if bias is not None:
+        y = y + bias
+    _, g = rank_one_factor(q, u, v)
+    ladj = torch.log(torch.abs(g))
+    if offset is not None:
+        ladj = ladj + offset_sign * offset.to(ladj.dtype)
+    return y, ladj.to(x.dtype).expand(x.shape[0])
 
 
 def rank_one_affine(
@@ -253,7 +220,7 @@ def rank_one_affine(
     offset: torch.Tensor | None = None,
     *,
     offset_sign: float = 1.0,
-    host_scalars: bool | None = None,
+    higher_order: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r""":math:`(\mathbf{P} + \mathbf{u}\mathbf{v}^\top)\mathbf{x} + \mathbf{c}` and
     :math:`\ell = s\,d + \ln|1 + \mathbf{v}^\top\mathbf{Q}\mathbf{u}|` per row.
@@ -267,17 +234,19 @@ def rank_one_affine(
         bias: :math:`\mathbf{c}` of shape ``(n,)``, or ``None``.
         offset: :math:`d`, a 0-d tensor (a tracked :math:`\ln|\det|`), or ``None`` for 0.
         offset_sign: :math:`s`, ``1.0`` or ``-1.0``.
-        host_scalars: form :math:`G` as a Python float (exact in double precision; the default on the CPU)
-            or as a device tensor (the default elsewhere: no host synchronisation).
+        higher_order: compose the map from plain differentiable operations (derivatives of any order) instead of
+            the fused first-order node.
 
     Returns:
         ``y`` of shape ``(N, n)`` and ``ladj`` of shape ``(N,)`` in ``x``'s dtype, both differentiable in
         ``x``, ``u``, ``v``, ``bias`` and ``offset``.
     """
-    sign, host = _scalar_options(x, offset_sign, host_scalars)
+    sign = _checked_sign(offset_sign)
     if not _records_graph(x, u, v, bias, offset):  # inference: no node, no saved tensors, no Q^T v
-        return _affine_forward(x, p, q, u, v, bias, offset, sign, host, keep_qtv=False)[:2]
-    return _RankOneAffine.apply(x, p, q, u, v, bias, offset, sign, host)
+        return _affine_forward(x, p, q, u, v, bias, offset, sign, keep_qtv=False)[:2]
+    if higher_order:
+        return _affine_plain(x, p, q, u, v, bias, offset, sign)
+    return _RankOneAffine.apply(x, p, q, u, v, bias, offset, sign)
 
 
 def _solve_forward(
@@ -288,7 +257,6 @@ def _solve_forward(
     bias: torch.Tensor | None,
     offset: torch.Tensor | None,
     offset_sign: float,
-    host_scalars: bool,
     keep_qtv: bool,
 ) -> tuple[torch.Tensor, ...]:
     r"""``(x, ladj, Qu, Q^T v or None, G)`` without autograd (G: see :func:`_log_factor`).
@@ -300,7 +268,7 @@ def _solve_forward(
     q_y = q if q.dtype == y.dtype else q.to(y.dtype)
     qu = torch.mv(q, uq)  # Q u
     qtv = torch.mv(q.T, vq) if keep_qtv else None  # Q^T v for the backward, while Q is in cache
-    ladj, g = _log_factor(vq, qu, offset, offset_sign, -1.0, host_scalars, y)
+    ladj, g = _log_factor(vq, qu, offset, offset_sign, -1.0, y)
     if bias is None:
         z = torch.mm(y, q_y.T)
     elif q.shape[0] <= y.shape[0]:
@@ -308,10 +276,7 @@ def _solve_forward(
     else:
         z = torch.mm(y - bias, q_y.T)
     s = torch.mv(z, v)  # v^T Q (y - b), per row
-    if isinstance(g, float):
-        x = z.addr_(s, qu.to(y.dtype), alpha=_ieee_div(-1.0, g))
-    else:
-        x = z.addr_(s, torch.div(qu, g).neg_().to(y.dtype))
+    x = z.addr_(s, torch.div(qu, g).neg_().to(y.dtype))
     return x, ladj, qu, qtv, g
 
 
@@ -326,26 +291,21 @@ class _RankOneSolve(torch.autograd.Function):
         bias: torch.Tensor | None,
         offset: torch.Tensor | None,
         offset_sign: float,
-        host_scalars: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, ladj, qu, qtv, g = _solve_forward(y, q, u, v, bias, offset, offset_sign, host_scalars, keep_qtv=True)
-        ctx.g = g  # a float, or a 0-d intermediate tensor
+        x, ladj, qu, qtv, g = _solve_forward(y, q, u, v, bias, offset, offset_sign, keep_qtv=True)
         ctx.offset_sign = offset_sign
-        ctx.save_for_backward(y, bias, q, u, v, x, qu, qtv)
+        ctx.save_for_backward(q, u, v, x, qu, qtv, g)
         return x, ladj
 
     @staticmethod
     def backward(ctx: Any, grad_x: torch.Tensor, grad_ladj: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        y, bias, q, u, v, x, qu, qtv = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            raise _first_order_only("rank_one_solve")
+        q, u, v, x, qu, qtv, g = ctx.saved_tensors
         need_offset = ctx.needs_input_grad[5]
-        if torch.is_grad_enabled():  # create_graph=True: x rebuilt differentiably from y and the bias
-            yb = y if bias is None else y - bias
-            grads = _differentiable_solve_backward(yb, q, u, v, grad_x, grad_ladj, ctx.needs_input_grad)
-        else:
-            grads = _solve_backward(q, u, v, x, qu, qtv, ctx.g, grad_x, grad_ladj, ctx.needs_input_grad)
-        grad_y, grad_u, grad_v, grad_b = grads
+        grad_y, grad_u, grad_v, grad_b = _solve_backward(q, u, v, x, qu, qtv, g, grad_x, grad_ladj, ctx.needs_input_grad)
         grad_offset = ctx.offset_sign * grad_ladj.sum() if need_offset else None
-        return grad_y, None, grad_u, grad_v, grad_b, grad_offset, None, None
+        return grad_y, None, grad_u, grad_v, grad_b, grad_offset, None
 
 
 def _solve_backward(
@@ -355,7 +315,7 @@ def _solve_backward(
     x: torch.Tensor,
     qu: torch.Tensor,
     qtv: torch.Tensor,
-    g: float | torch.Tensor,
+    g: torch.Tensor,
     grad_x: torch.Tensor,
     grad_ladj: torch.Tensor,
     needs: tuple[bool, ...],
@@ -377,7 +337,7 @@ def _solve_backward(
     need_y, _, need_u, need_v, need_b = needs[:5]
     qd = q.dtype
     gl_sum = grad_ladj.sum()
-    inv_g = _inverse_g(g)
+    inv_g = torch.reciprocal(g)  # 0-d, bookkeeping dtype
     grads: list[torch.Tensor | None] = [None] * 4
 
     def m_transpose(a: torch.Tensor) -> torch.Tensor:  # M^T a in q's precision
@@ -394,47 +354,28 @@ def _solve_backward(
         grads[3] = m_transpose(grad_x.sum(0)).neg_().to(u.dtype)
     if need_y:
         q_y = q if qd == grad_x.dtype else q.to(grad_x.dtype)
-        coef = gxr * (-inv_g) if isinstance(inv_g, float) else gxr * (-inv_g).to(gxr.dtype)
+        coef = gxr * (-inv_g).to(gxr.dtype)
         grads[0] = torch.outer(coef, qtv.to(grad_x.dtype)).addmm_(grad_x, q_y)
     return grads
 
 
-def _differentiable_solve_backward(
-    yb: torch.Tensor,
+def _solve_plain(
+    y: torch.Tensor,
     q: torch.Tensor,
     u: torch.Tensor,
     v: torch.Tensor,
-    grad_x: torch.Tensor,
-    grad_ladj: torch.Tensor,
-    needs: tuple[bool, ...],
-) -> list[torch.Tensor | None]:
-    """The same backward from differentiable operations on the inputs (for ``create_graph=True``)."""
-    need_y, _, need_u, need_v, need_b = needs[:5]
-    qd = q.dtype
+    bias: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    offset_sign: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rank_one_solve` from plain differentiable operations (derivatives of any order)."""
     qu, g = rank_one_factor(q, u, v)
-    qtv = v.to(qd) @ q
-    x = yb @ q.to(yb.dtype).T - torch.outer(yb @ qtv.to(yb.dtype), (qu / g).to(yb.dtype))
-    gl_sum = grad_ladj.sum().to(qd)
-
-    def m_transpose(a: torch.Tensor) -> torch.Tensor:
-        a = a.to(qd)
-        return a @ q - qtv * ((qu @ a) / g)
-
-    gxr = grad_x @ qu.to(grad_x.dtype)
-    grad_u = -(m_transpose(grad_x.T @ (x @ v)) + qtv * (gl_sum / g)) if need_u else None
-    grad_v = -((x.T @ gxr).to(qd) + qu * gl_sum) / g if need_v else None
-    grad_b = -m_transpose(grad_x.sum(0)) if need_b else None
-    grad_y = (
-        grad_x @ q.to(grad_x.dtype) - torch.outer(gxr / g.to(gxr.dtype), qtv.to(grad_x.dtype))
-        if need_y
-        else None
-    )
-    return [
-        grad_y,
-        None if grad_u is None else grad_u.to(u.dtype),
-        None if grad_v is None else grad_v.to(v.dtype),
-        None if grad_b is None else grad_b.to(u.dtype),
-    ]
+    z = (y if bias is None else y - bias) @ q.to(y.dtype).T
+    x = z - torch.outer(z @ v, (qu / g).to(y.dtype))
+    ladj = -torch.log(torch.abs(g))
+    if offset is not None:
+        ladj = ladj + offset_sign * offset.to(ladj.dtype)
+    return x, ladj.to(y.dtype).expand(y.shape[0])
 
 
 def rank_one_solve(
@@ -446,7 +387,7 @@ def rank_one_solve(
     offset: torch.Tensor | None = None,
     *,
     offset_sign: float = 1.0,
-    host_scalars: bool | None = None,
+    higher_order: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r""":math:`(\mathbf{P} + \mathbf{u}\mathbf{v}^\top)^{-1}(\mathbf{y} - \mathbf{c})` by Sherman–Morrison and
     :math:`\ell = s\,d - \ln|G|` per row, as one autograd node.
@@ -465,12 +406,14 @@ def rank_one_solve(
         bias: :math:`\mathbf{c}` ``(n,)``, subtracted before solving, or ``None``.
         offset: :math:`d`, a 0-d tensor, or ``None`` for 0.
         offset_sign: :math:`s`, ``1.0`` or ``-1.0``.
-        host_scalars: as in :func:`rank_one_affine`.
+        higher_order: as in :func:`rank_one_affine`.
 
     Returns:
         ``x`` of shape ``(N, n)`` and ``ladj`` of shape ``(N,)`` in ``y``'s dtype.
     """
-    sign, host = _scalar_options(y, offset_sign, host_scalars)
+    sign = _checked_sign(offset_sign)
     if not _records_graph(y, u, v, bias, offset):
-        return _solve_forward(y, q, u, v, bias, offset, sign, host, keep_qtv=False)[:2]
-    return _RankOneSolve.apply(y, q, u, v, bias, offset, sign, host)
+        return _solve_forward(y, q, u, v, bias, offset, sign, keep_qtv=False)[:2]
+    if higher_order:
+        return _solve_plain(y, q, u, v, bias, offset, sign)
+    return _RankOneSolve.apply(y, q, u, v, bias, offset, sign)

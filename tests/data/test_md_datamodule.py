@@ -121,7 +121,7 @@ def test_split_by_trajectories_keeps_every_replica_in_one_split(md, tmp_path):
 
 
 def test_sampler_resumes_in_the_middle_of_an_epoch():
-    from p4lightning.data.md_datamodule import EpochSeededSampler
+    from p4lightning.data.sampler import EpochSeededSampler
 
     full = EpochSeededSampler(20, seed=3, batch_size=4)
     full.set_epoch(2)

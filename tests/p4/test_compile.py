@@ -128,8 +128,8 @@ def test_compiled_input_check_still_refuses_non_finite_input(direction: str) -> 
     shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler"
 )
 def test_inductor_step_matches_eager_float32() -> None:
-    """The default backend end to end, in float32 as benchmarked: host scalars are off inside the graph, so G
-    is a tensor there; values and gradients agree with the eager node to float32 rounding."""
+    """The default backend end to end, in float32 as benchmarked: values and gradients agree with the eager node
+    to float32 rounding."""
     torch.manual_seed(0)
     layer = P4Inv(32, dtype=torch.float32)
     with torch.no_grad():
