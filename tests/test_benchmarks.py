@@ -37,7 +37,7 @@ def test_each_entry_lists_exactly_what_its_command_writes(name):
 def test_outputs_are_unique_and_the_gpu_entries_are_flagged():
     outputs = [o for e in ENTRIES.values() for o in e.outputs]
     assert len(outputs) == len(set(outputs))
-    assert {n for n, e in ENTRIES.items() if e.needs_gpu} == {"torch_energy_gpu", "torch_energy_gpu_fit"}
+    assert {n for n, e in ENTRIES.items() if e.needs_gpu} == {"spline_step_gpu", "torch_energy_gpu", "torch_energy_gpu_fit"}
 
 
 def test_committed_index_is_the_generated_one():

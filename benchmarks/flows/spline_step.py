@@ -13,6 +13,11 @@ Variants (same 60 coordinates, 17 of them torsions on the circle, the same trans
 
 normflows is not a dependency of p4lightning: ``pip install --no-deps normflows`` (it needs only torch and numpy).
 
+``--device cuda`` times the steps on a GPU (synchronised around each block); ``--inputs DIR`` reads the OpenMM
+``System`` (``system.xml``) and MD frames (``frames.npy``) written by
+``python -m p4lightning.experiments.energy_stage_portable --write-inputs DIR``, for a machine without openmmtools
+and mdtraj.
+
 Run: ``python -m benchmarks.flows.spline_step --out docs/benchmarks/spline_step``
 """
 
@@ -72,7 +77,7 @@ def make_steps(flow: torch.nn.Module, transform: torch.nn.Module, energy: torch.
                batch: int, energy_batch: int) -> tuple[Callable[[], None], Callable[[], None]]:  # fmt: skip
     from p4lightning.flows import NormalUniformPrior
 
-    prior = NormalUniformPrior(60, range(60 - N_CIRCULAR, 60))
+    prior = NormalUniformPrior(60, range(60 - N_CIRCULAR, 60)).to(frames.device)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-6)  # tiny: the model stays where it is over the rounds
     g = torch.Generator().manual_seed(0)
 
@@ -106,21 +111,36 @@ def main() -> None:
     parser.add_argument("--energy-batch", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--block", type=int, default=3, help="steps per variant per round")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--inputs", type=Path, default=None, help="folder with system.xml and frames.npy")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/spline_step"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from p4lightning.systems.alanine import CARTESIAN_ATOMS, Z_MATRIX_STANDARD, alanine_dipeptide
+    from p4lightning.systems.alanine import CARTESIAN_ATOMS, Z_MATRIX_STANDARD
     from p4lightning.systems.mixed import MixedCoordinateTransform
     from p4lightning.systems.torch_energy import TorchEnergy
 
-    frames = md_positions().float()
+    device = torch.device(args.device)
+    if args.inputs is None:
+        from p4lightning.systems.alanine import alanine_dipeptide
+
+        frames, system = md_positions().float(), alanine_dipeptide(600.0).system
+    else:
+        import numpy as np
+        import openmm
+
+        frames = torch.from_numpy(np.load(args.inputs / "frames.npy")).float().reshape(-1, 66)
+        system = openmm.XmlSerializer.deserialize((args.inputs / "system.xml").read_text())
     transform = MixedCoordinateTransform.fit(
         frames.reshape(-1, 22, 3).double(), CARTESIAN_ATOMS, Z_MATRIX_STANDARD, circular=True
-    ).float()
-    energy = TorchEnergy(alanine_dipeptide(600.0).system, 600.0)
+    ).float().to(device)
+    energy = TorchEnergy(system, 600.0).to(device)
+    frames = frames.to(device)
     torch.manual_seed(0)
     flows = {"normflows": NormflowsStack(args.couplings, args.hidden)}
     flows.update({m: _ours(m, args.couplings, args.hidden) for m in ("mask", "p4inv", "lu")})
+    flows = {k: f.to(device) for k, f in flows.items()}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     params = {k: sum(p.numel() for p in f.parameters()) for k, f in flows.items()}
     steps = {k: make_steps(f, transform, energy, frames, args.batch, args.energy_batch) for k, f in flows.items()}
     times: dict[str, dict[str, list[float]]] = {"ml": {k: [] for k in flows}, "energy": {k: [] for k in flows}}
@@ -129,9 +149,11 @@ def main() -> None:
             fn[idx]()
         for _ in range(args.rounds):
             for name, fn in steps.items():
+                sync()
                 start = time.perf_counter()
                 for _ in range(args.block):
                     fn[idx]()
+                sync()
                 times[kind][name].append((time.perf_counter() - start) / args.block)
     ratios = {
         kind: {
@@ -146,8 +168,10 @@ def main() -> None:
         "# Spline BG training step: ours vs normflows, and the mixing layers",
         "",
         f"Command: `python -m benchmarks.flows.spline_step --couplings {args.couplings} --hidden {args.hidden} --batch "
-        f"{args.batch} --energy-batch {args.energy_batch} --rounds {args.rounds} --block {args.block} --out {args.out}`",
-        f"Machine: {machine()}; eager, float32. {args.couplings} couplings, 8 bins, conditioners of 4 linear layers of "
+        f"{args.batch} --energy-batch {args.energy_batch} --rounds {args.rounds} --block {args.block} --out {args.out}"
+        + ("" if args.device == "cpu" else f" --device {args.device}")
+        + ("" if args.inputs is None else f" --inputs {args.inputs}") + "`",
+        f"Machine: {machine() if device.type == 'cpu' else torch.cuda.get_device_name(device) + ', torch ' + torch.__version__}; eager, float32. {args.couplings} couplings, 8 bins, conditioners of 4 linear layers of "
         f"{args.hidden}; ML step on {args.batch} MD frames, energy step on {args.energy_batch} samples (TorchEnergy).",
         "",
         "| variant | parameters | ML step (ms, median) | energy step (ms, median) |",
@@ -160,7 +184,7 @@ def main() -> None:
         "|---|---|---|",
         *[f"| {r} | {format_ratio(ratios['ml'][r])} | {format_ratio(ratios['energy'][r])} |" for r in ratios["ml"]],
     ]
-    write_report(args.out, lines, {"args": vars(args) | {"out": str(args.out)}, "params": params,
+    write_report(args.out, lines, {"args": vars(args) | {"out": str(args.out), "inputs": str(args.inputs)}, "params": params,
                                    "median_ms": med, "ratios": ratios, "machine": machine()})  # fmt: skip
 
 
