@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from p4lightning.cli import main
+from p4lightning.cli.configs import compose_config
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -23,7 +24,7 @@ def test_every_shipped_config_parses(config, capsys):
 
 
 def test_bad_config_is_rejected_naming_the_option(tmp_path, capsys):
-    config = yaml.safe_load((ROOT / "configs/bg/demo.yaml").read_text())
+    config = compose_config(ROOT / "configs/bg/demo.yaml")
     config["model"]["init_args"]["mixing"] = "glow"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
@@ -38,7 +39,7 @@ def test_main_job_config_runs_at_tiny_size_and_sample_reads_its_checkpoint(tmp_p
     """The README's main job (configs/bg/demo.yaml) with the sizes shrunk; then `p4lightning sample`."""
     torch.set_default_dtype(torch.float32)
     monkeypatch.chdir(ROOT)  # the config's data paths are relative to the repository root
-    config = yaml.safe_load((ROOT / "configs/bg/demo.yaml").read_text())
+    config = compose_config(ROOT / "configs/bg/demo.yaml")
     config["model"]["init_args"].update(
         n_blocks=1,
         hidden=[16],
@@ -223,9 +224,9 @@ def _one_line_exit_2(argv, capsys):
 )  # fmt: skip
 def test_fit_refusals_are_one_line_with_exit_2(extra, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    config = yaml.safe_load((ROOT / "configs/bg/demo.yaml").read_text())
+    config = compose_config(ROOT / "configs/bg/demo.yaml")
     if extra == ["--ckpt_path", SHIPPED]:  # resume the shipped headline with its merge interval changed
-        config = yaml.safe_load((ROOT / "configs/bg/spline_p4inv.yaml").read_text())
+        config = compose_config(ROOT / "configs/bg/spline_p4inv.yaml")
         config["model"]["init_args"]["init_checkpoint"] = None
         config["data"]["init_args"]["trajectories"] = ["data/ala2_600K_replicas/replica_00[0-4].dcd"]
         config["trainer"]["callbacks"][0]["init_args"]["every_n_steps"] = 50

@@ -4,6 +4,7 @@ in its usage."""
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -91,14 +92,26 @@ class P4LightningCLI(LightningCLI):
 
 
 def run_lightning(argv: list[str] | None) -> None:
-    """Run ``fit``/``validate``/``test`` (``argv=None``: LightningCLI reads ``sys.argv``)."""
-    P4LightningCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-        parser_class=_ArgumentParser,
-        parser_kwargs={"prog": PROG, "description": DESCRIPTION},
-    )
+    """Run ``fit``/``validate``/``test`` on ``argv`` (``None``: ``sys.argv[1:]``); a ``--config`` that
+    ``extends:`` others is read with its bases (:mod:`p4lightning.cli.configs`)."""
+    from p4lightning._validation import ConfigurationError, InputFileError
+    from p4lightning.cli.configs import expand_config_args
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        args = expand_config_args(args)
+    except (InputFileError, ConfigurationError) as err:
+        fail(args[0] if args and not args[0].startswith("-") else None, err)
+    with warnings.catch_warnings():
+        # args are sys.argv's own, with extended configs expanded: not the mix of both Lightning warns about
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        P4LightningCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            parser_class=_ArgumentParser,
+            parser_kwargs={"prog": PROG, "description": DESCRIPTION},
+        )

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from p4lightning._io import atomic_path
+from p4lightning.cli.configs import compose_config
 from p4lightning.experiments.mixing_study import fit_in_subprocess
 from p4lightning.flows.sequential import SequentialFlow
 from p4lightning.p4.inv import P4Inv
@@ -87,9 +88,8 @@ def bg_config(base: dict[str, Any], policy: str, seed: int, steps: int, val_ever
 
 
 def _bg_runs(args: argparse.Namespace) -> dict[str, Any]:
-    import yaml
 
-    base = yaml.safe_load(args.bg_config.read_text())
+    base = compose_config(args.bg_config)
     curves: dict[str, dict[str, dict[str, float]]] = {}
     for seed in args.bg_seeds:
         for policy in args.bg_policies:

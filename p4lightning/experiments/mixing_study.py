@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from p4lightning._io import atomic_path
+from p4lightning.cli.configs import compose_config
 from p4lightning.flows.blocks import SPLINE_MIXINGS
 
 __all__ = ["fit_in_subprocess", "main", "run_config"]
@@ -97,12 +98,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if not args.config.is_file():
         parser.error(f"--config {args.config} does not exist")
-    base = yaml.safe_load(args.config.read_text())
+    base = compose_config(args.config)
     second = None
     if args.energy_config is not None:
         if not args.energy_config.is_file():
             parser.error(f"--energy-config {args.energy_config} does not exist")
-        second = yaml.safe_load(args.energy_config.read_text())
+        second = compose_config(args.energy_config)
     if base["model"]["init_args"].get("flow") != "spline":
         parser.error(f"--config {args.config} must configure flow: spline")
     if (args.out / "study.json").exists() and not args.force:

@@ -1,5 +1,6 @@
 """The reference implementation's two-layer problem: the default optimizer-state policy reaches its final MSE."""
 
+from p4lightning.cli.configs import compose_config
 from p4lightning.experiments.merge_policy import two_layer_problem
 
 
@@ -13,12 +14,10 @@ def test_default_policy_reaches_the_reference_final_mse_on_every_seed():
 def test_bg_config_is_an_ml_only_run_with_the_policy_and_its_own_outputs():
     from pathlib import Path
 
-    import yaml
-
     from p4lightning.experiments.merge_policy import bg_config
 
     root = Path(__file__).parents[2]
-    base = yaml.safe_load((root / "configs/bg/paper_p4inv.yaml").read_text())
+    base = compose_config(root / "configs/bg/paper_p4inv.yaml")
     cfg = bg_config(base, "none", 2, 5000, 1000, Path("runs/p/none_seed2"))
     assert cfg["model"]["init_args"]["energy_phase_start"] is None and cfg["seed_everything"] == 2
     assert cfg["trainer"]["max_steps"] == 5000 and cfg["trainer"]["val_check_interval"] == 1000

@@ -2,15 +2,14 @@
 
 from pathlib import Path
 
-import yaml
-
+from p4lightning.cli.configs import compose_config
 from p4lightning.experiments.mixing_study import run_config
 
 ROOT = Path(__file__).parents[2]
 
 
 def test_run_config_changes_only_mixing_seed_and_outputs():
-    base = yaml.safe_load((ROOT / "configs/bg/demo.yaml").read_text())
+    base = compose_config(ROOT / "configs/bg/demo.yaml")
     cfg = run_config(base, "lu", 3, Path("runs/x/lu_seed3"))
     assert cfg["seed_everything"] == 3
     assert cfg["model"]["init_args"]["mixing"] == "lu" and cfg["model"]["init_args"]["seed"] == 3
