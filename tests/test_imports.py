@@ -30,7 +30,7 @@ def test_lightning_names_load_lazily_and_plots_keep_the_backend():
 
 #: The layers, each importing only the ones before it (ARCHITECTURE.md's proposal with metrics and plots moved
 #: below models: the model's validation calls the metric definitions and the one draw of samples).
-LAYERS = ["_validation", "_io", "bijection", "p4", "flows", "systems", "data", "metrics", "plots", "models",
+LAYERS = ["_validation", "_io", "bijection", "p4", "flows", "systems", "simulation", "data", "metrics", "plots", "models",
           "callbacks", "cli", "experiments", "testing"]  # fmt: skip
 
 

@@ -10,6 +10,8 @@ r"""The ``p4lightning`` command.
 * ``p4lightning evaluate --ckpt A.ckpt B.ckpt --trajectory 'data/.../replica_03[6-9].dcd' --topology ... --out DIR``
   — score checkpoints against held-out MD with the field's metrics (``p4lightning.metrics``): one JSON table,
   energy violins and Ramachandran histograms.
+
+The MD data are made by a command of their own, ``p4lightning-md`` (:mod:`p4lightning.cli.md`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from p4lightning.data.md import simulate
 from p4lightning.data.md_datamodule import MDTrajectoryDataModule
+from p4lightning.simulation import simulate
 
 
 @pytest.fixture(scope="module")

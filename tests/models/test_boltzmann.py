@@ -9,9 +9,9 @@ import torch
 from helpers import make_trainer, run_ddp_script
 
 from p4lightning import P4Inv, P4MergeCallback
-from p4lightning.data.md import simulate
 from p4lightning.data.md_datamodule import MDTrajectoryDataModule
 from p4lightning.models.boltzmann import BoltzmannGenerator
+from p4lightning.simulation import simulate
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import mdtraj
 import pytest
 import torch
 
-from p4lightning.data.md import simulate
+from p4lightning.simulation import simulate
 from p4lightning.systems.alanine import alanine_dipeptide
 
 

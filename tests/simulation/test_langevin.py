@@ -3,11 +3,13 @@
 import pytest
 import torch
 
-from p4lightning.systems.langevin import BatchedLangevin
+from p4lightning.simulation.langevin import BatchedLangevin
+from p4lightning.systems.alanine import alanine_dipeptide
 from p4lightning.systems.torch_energy import TorchEnergy
 
 
-def test_batched_langevin_temperature_and_replica_independence(ala2):
+def test_batched_langevin_temperature_and_replica_independence():
+    ala2 = alanine_dipeptide(600.0)
     energy = TorchEnergy(ala2.system, 600.0)
 
     def force(x):

@@ -67,7 +67,7 @@ def _is_running_a_replica(pid: int) -> bool:
 
 
 def _start(out: Path, frames: int, save_every: int) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "p4lightning.data.md", "--out", str(out), "--replicas", "2", "--workers", "2",
+    argv = [sys.executable, "-m", "p4lightning.cli.md", "--out", str(out), "--replicas", "2", "--workers", "2",
             "--frames", str(frames), "--save-every", str(save_every), "--equilibration-steps", "0", "--no-progress"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -150,15 +150,17 @@ def test_killing_the_command_ends_its_workers_before_they_write(tmp_path):
 
 
 def test_a_replica_that_raises_is_named_with_its_error_and_the_others_run_on(tmp_path):
-    from p4lightning.data.md import ReplicaSpec, _Job, _openmm_replica, _run_jobs
+    from p4lightning.simulation.config import MDConfig
+    from p4lightning.simulation.engines import _openmm_replica
+    from p4lightning.simulation.layout import ReplicaSpec
+    from p4lightning.simulation.processes import _Job, _run_jobs
 
-    cfg = {"frames": 2, "save_every": 10, "temperature": 600.0, "timestep_fs": 1.0, "friction_per_ps": 1.0,
-           "equilibration_steps": 0, "platform": "CPU", "compile": False}  # fmt: skip
+    config = MDConfig(frames=2, save_every=10, equilibration_steps=0, compile=False)
     good = ReplicaSpec(0, 1, str(tmp_path / REPLICAS[0]), None, None)
     bad = ReplicaSpec(
         1, 2, str(tmp_path / REPLICAS[1]), str(tmp_path / "gone.dcd"), 0
     )  # its start is missing
-    jobs = [_Job([0], _openmm_replica, (good, cfg)), _Job([1], _openmm_replica, (bad, cfg))]
+    jobs = [_Job([0], _openmm_replica, (good, config)), _Job([1], _openmm_replica, (bad, config))]
     frames: list[int] = []
     _run_jobs(jobs, 2, frames.append)
     assert jobs[0].failure is None and sum(frames) == 2 and (tmp_path / REPLICAS[0]).is_file()

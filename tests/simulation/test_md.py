@@ -12,8 +12,8 @@ import mdtraj
 import numpy as np
 import pytest
 
-from p4lightning.data import md
-from p4lightning.data.md import MAX_TIMESTEP_FS, main, replica_seeds, simulate_replicas
+from p4lightning.cli.md import main
+from p4lightning.simulation import MAX_TIMESTEP_FS, replica_seeds, simulate_replicas, trajectory
 from p4lightning.systems.alanine import alanine_dipeptide
 
 
@@ -115,7 +115,7 @@ def test_bad_replica_inputs_are_one_line_before_the_folder_is_made_or_the_exists
 def test_bad_single_run_inputs_are_one_line_before_the_exists_check_and_any_md(
     tmp_path, capsys, monkeypatch, case
 ):
-    monkeypatch.setattr(md, "_openmm_frames", _no_md)
+    monkeypatch.setattr(trajectory, "_openmm_frames", _no_md)
     target = tmp_path / ("x.xtc" if case == "format" else "x.dcd")
     target.write_bytes(b"user data")
     extra, message = {
@@ -128,7 +128,7 @@ def test_bad_single_run_inputs_are_one_line_before_the_exists_check_and_any_md(
 
 
 def test_an_unusable_output_folder_is_refused_in_one_line_before_any_md(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(md, "_openmm_frames", _no_md)
+    monkeypatch.setattr(trajectory, "_openmm_frames", _no_md)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
     for argv, message in [
@@ -148,7 +148,7 @@ def test_an_unusable_output_folder_is_refused_in_one_line_before_any_md(tmp_path
 
 
 def test_a_read_only_output_folder_is_refused_in_one_line_before_any_md(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(md, "_openmm_frames", _no_md)
+    monkeypatch.setattr(trajectory, "_openmm_frames", _no_md)
     read_only = tmp_path / "read_only"
     read_only.mkdir()
     read_only.chmod(0o555)
