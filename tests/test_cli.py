@@ -21,6 +21,21 @@ def test_every_shipped_config_parses(config, capsys):
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert "model" in printed and "trainer" in printed
+    # what LightningCLI read is what compose_config (the experiments' reader) gives: every value the chain sets
+    composed = compose_config(config)
+
+    def check(expected, got, where):
+        if isinstance(expected, dict):
+            for key, value in expected.items():
+                check(value, got[key], f"{where}.{key}")
+        elif isinstance(expected, list) and expected and isinstance(expected[0], dict):
+            assert len(got) == len(expected), where
+            for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+                check(e, g, f"{where}[{i}]")
+        else:
+            assert got == expected or str(got) == str(expected), f"{where}: {got!r} != {expected!r}"
+
+    check(composed, printed, config.name)
 
 
 def test_bad_config_is_rejected_naming_the_option(tmp_path, capsys):

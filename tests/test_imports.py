@@ -89,3 +89,12 @@ def test_layers_import_only_the_layers_before_them_and_modules_form_no_cycle():
     for m in graph:
         if m not in state:
             visit(m, [])
+
+
+def test_the_md_command_and_simulation_load_neither_lightning_nor_matplotlib():
+    out = run(
+        "import sys\nimport p4lightning.cli.md, p4lightning.simulation\n"
+        "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'matplotlib') if m in sys.modules))\n"
+        "import p4lightning.cli.app\nfrom p4lightning.cli import main\nprint(callable(main), type(main).__name__)"
+    )
+    assert out.split("\n")[:2] == ["[]", "True function"]

@@ -19,6 +19,7 @@ REMOVED = {
     "needs flow='spline'": "AngleSquash: RealNVP takes circular torsions too",
     "the OpenMM energy": "TorchEnergy is the default energy op (OpenMMEnergy the reference)",
     "until 2026-": "history goes to git, not into docstrings",
+    "p4lightning.cli.main": "p4lightning.cli.app (the p4lightning command; p4lightning.cli.main is its function)",
     "host_scalars": "G is always a 0-d tensor (the host-float path measured 0.93x, quartiles crossing 1.0)",
     "_differentiable_backward": "higher_order=True: the map from plain operations",
     "EpochSeededSampler, MDTrajectoryDataModule": "p4lightning.data.sampler",

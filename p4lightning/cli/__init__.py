@@ -16,8 +16,19 @@ The MD data are made by a command of their own, ``p4lightning-md`` (:mod:`p4ligh
 
 from __future__ import annotations
 
-from p4lightning.cli.evaluate import evaluate_main
-from p4lightning.cli.main import main
-from p4lightning.cli.sample import sample_main
+from importlib import import_module
+from typing import Any
 
 __all__ = ["evaluate_main", "main", "sample_main"]
+
+# Loaded on first use: importing one subcommand's module (e.g. p4lightning.cli.md, in every MD worker process)
+# must not load Lightning and matplotlib through this package.
+_LAZY = {"evaluate_main": "p4lightning.cli.evaluate", "main": "p4lightning.cli.app", "sample_main": "p4lightning.cli.sample"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -1,5 +1,5 @@
 """``python -m p4lightning.cli``: the console script."""
 
-from p4lightning.cli.main import main
+from p4lightning.cli.app import main
 
 main()
