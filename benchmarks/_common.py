@@ -115,18 +115,18 @@ def paired_ratio(
 
 
 def make_bg_model(
-    mixing: str, compile: bool, data: torch.Tensor, as_at_issue: bool = False
+    mixing: str, compile: bool, data: torch.Tensor, adam_for_loop: bool = False
 ) -> tuple[object, Callable[[torch.Tensor], None]]:
     """The paper-size BG (25 blocks, hidden [60, 60]) and its eager or compiled ML step as trained
-    (``configure_optimizers``: fused Adam); ``as_at_issue``: Adam's default for-loop
-    implementation on the CPU, as the step was when the issue measured it (85 / 102-106 ms eager)."""
+    (``configure_optimizers``: fused Adam); ``adam_for_loop``: Adam's default for-loop
+    implementation on the CPU (85 / 102-106 ms eager where fused Adam gives 75-95)."""
     from p4lightning import find_p4_modules
     from p4lightning.models.boltzmann import BoltzmannGenerator
 
     torch.manual_seed(0)
     model = BoltzmannGenerator(mixing=mixing, n_blocks=25, hidden=[60, 60])
     model.transform.fit_(data.reshape(-1, 22, 3))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4) if as_at_issue else model.configure_optimizers()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4) if adam_for_loop else model.configure_optimizers()
     density = torch.compile(model.log_density) if compile else model.log_density
     p4 = [m for _, m in find_p4_modules(model)]
     count = [0]

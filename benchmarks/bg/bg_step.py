@@ -1,4 +1,4 @@
-r"""Paper-size Boltzmann-generator step times as ratios measured in one run (issue: speed that makes this practical).
+r"""Paper-size Boltzmann-generator step times as ratios measured in one run.
 
 The paper's BG (25 blocks, hidden [60, 60], batch 256, float32, Adam, one torch thread) in four variants —
 fixed swaps or P⁴Inv swaps, eager or ``torch.compile``-d density pass (``BoltzmannGenerator(compile=True)``) —
@@ -71,13 +71,13 @@ def timed_block(step: Callable[[torch.Tensor], None], data: torch.Tensor, n: int
 
 
 def ml_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
-    variants = {(m, c): None for m in ("swap", "p4inv") for c in (False, True, "as at issue", "matmul floor")}
+    variants = {(m, c): None for m in ("swap", "p4inv") for c in (False, True, "Adam for-loop", "matmul floor")}
     compile_s = {}
     for key in variants:
         if key[1] == "matmul floor":
             variants[key] = matmul_floor(key[0])
             continue
-        _, step = make_bg_model(key[0], key[1] is True, data, as_at_issue=key[1] == "as at issue")
+        _, step = make_bg_model(key[0], key[1] is True, data, adam_for_loop=key[1] == "Adam for-loop")
         t = time.perf_counter()
         step(data[:256])  # compiles (compiled variants); warm-up
         step(data[256:512])
@@ -101,9 +101,9 @@ def ml_phase(data: torch.Tensor, rounds: int, block: int) -> dict:
             "p4inv / swap, matmul floor": ratio(("p4inv", "matmul floor"), ("swap", "matmul floor")),
             "p4inv compiled / p4inv eager": ratio(("p4inv", True), ("p4inv", False)),
             "swap compiled / swap eager": ratio(("swap", True), ("swap", False)),
-            "p4inv compiled / p4inv eager as at issue": ratio(("p4inv", True), ("p4inv", "as at issue")),
-            "swap compiled / swap eager as at issue": ratio(("swap", True), ("swap", "as at issue")),
-            "p4inv eager / p4inv eager as at issue": ratio(("p4inv", False), ("p4inv", "as at issue")),
+            "p4inv compiled / p4inv eager with Adam for-loop": ratio(("p4inv", True), ("p4inv", "Adam for-loop")),
+            "swap compiled / swap eager with Adam for-loop": ratio(("swap", True), ("swap", "Adam for-loop")),
+            "p4inv eager / p4inv eager with Adam for-loop": ratio(("p4inv", False), ("p4inv", "Adam for-loop")),
             "p4inv compiled / p4inv matmul floor": ratio(("p4inv", True), ("p4inv", "matmul floor")),
             "swap compiled / swap matmul floor": ratio(("swap", True), ("swap", "matmul floor")),
         },

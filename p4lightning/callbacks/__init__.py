@@ -1,4 +1,4 @@
-"""Lightning callbacks: ``P4MergeCallback`` decides *when* to merge (``p4lightning.p4`` does *what*);
+"""Lightning callbacks: ``P4MergeCallback`` runs ``p4lightning.p4``'s merge schedule in ``Trainer.fit``;
 ``BoltzmannFigures`` writes a Boltzmann-generator run's figures and summary; ``FinalStepCheckpoint`` keeps
 ``last.ckpt`` at the final step and, with ``AtomicCheckpointIO``, writes every checkpoint atomically."""
 

@@ -1,8 +1,11 @@
 r"""``P4MergeCallback``: Algorithm 1 of the P⁴ paper for every P⁴ module of any LightningModule.
 
-The callback only decides *when*; :class:`~p4lightning.p4.schedule.MergeSchedule` (plain torch, also
-usable from your own loop) does *what*: merge every P⁴ module, force every :math:`N_\text{force}`-th round,
-correct every :math:`N_\text{correct}`-th round, reset the optimizer state of reset perturbations.
+:class:`~p4lightning.p4.schedule.MergeSchedule` (plain torch, also usable from your own loop) owns Algorithm 1:
+which optimizer steps end with a merge round, which rounds are forced (every :math:`N_\text{force}`-th) or
+corrected (every :math:`N_\text{correct}`-th), and the round itself (merge every P⁴ module, reset the optimizer
+state of reset perturbations). The callback connects it to the ``Trainer``: it calls the schedule after every
+optimizer step with the trainer's step count, hands it the trainer's optimizers, logs the rounds, keeps the
+schedule's state in checkpoints and keeps DDP ranks identical.
 
 Correctness notes:
 

@@ -424,7 +424,8 @@ class P4Inv(P4Module, Bijection):
         The matrix the rank-one updates are summed into (:math:`\mathbf{A}`, or :math:`\mathbf{A}^{-1}` with
         ``parametrization="inverse"``) is exact up to summation rounding; its tracked inverse is refined so
         the residual :math:`\mathbf{E} = \mathbf{I} - \mathbf{P}\mathbf{Q}` becomes :math:`\mathbf{E}^{p}`.
-        :math:`O(n^3)`: :math:`\log_2 p + 2` matrix products (3 for ``order=4``), the residual formed once.
+        :math:`O(n^3)`: :math:`2\log_2 p - 1` matrix products after the residual, which is formed once (3 for
+        ``order=4``).
         The step is skipped (state untouched) unless :math:`\|\mathbf{E}\|_F < 1` — a sufficient condition
         for convergence, since :math:`\rho(\mathbf{E}) \le \|\mathbf{E}\|_2 \le \|\mathbf{E}\|_F`, that
         costs :math:`O(n^2)` where the spectral norm would need an SVD — or if the result is not finite.

@@ -10,8 +10,9 @@ Given :math:`\mathbf{P}` and an approximate inverse :math:`\mathbf{Q} \approx \m
 raises the residual to the :math:`p`-th power. This is the family of Schulz-type iterations
 (:math:`p = 2` is Newton–Schulz) from which Soleymani (2014) derives fast high-order solvers; like the
 paper we apply one step every :math:`N_\text{correct}` merges. For :math:`p = 2^k` the sum factorises as
-:math:`\prod_{j<k}(\mathbf{I} + \mathbf{E}^{2^j})`, which costs :math:`2k` matrix products — :math:`O(n^3)`
-but highly parallel, and rare.
+:math:`\prod_{j<k}(\mathbf{I} + \mathbf{E}^{2^j})`: with the residual, :math:`2k = 2\log_2 p` matrix products
+(one for :math:`\mathbf{E}`, two per factor after the first, one for :math:`\mathbf{Q}` times the product) —
+:math:`O(n^3)` but highly parallel, and rare.
 
 References:
     F. Soleymani. A fast convergent iterative solver for approximate inverse of matrices.
@@ -41,7 +42,7 @@ def hyperpower_step(
             :math:`\rho(\mathbf{I} - \mathbf{P}\mathbf{Q}) < 1`.
         order: :math:`p`, a power of two ``>= 2``.
         residual: :math:`\mathbf{E} = \mathbf{I} - \mathbf{P}\mathbf{Q}` if the caller already formed it
-            (saves one of the :math:`\log_2 p + 2` matrix products).
+            (saves one of the :math:`2\log_2 p` matrix products).
 
     Returns:
         :math:`\mathbf{Q}'` with shape ``(n, n)``, residual :math:`\mathbf{E}^p`.

@@ -64,7 +64,8 @@ class MergeOutcome:
 
     Attributes:
         status: what happened.
-        log_abs_g: :math:`\\ln|G|` of the rank-one update (``nan`` where not defined or not computed).
+        log_abs_g: the change of :math:`\\ln|\\det \\mathbf{A}|` the update makes: :math:`\\ln|G|` for P⁴Inv's
+            rank-one update, ``0.0`` for P⁴Orth's orthogonal one; ``nan`` where it was not computed.
         log_abs_det: :math:`\\ln|\\det \\mathbf{A}|` *after* the call (unchanged when refused).
         reason: a human-readable sentence naming the violated bound, empty when accepted.
     """

@@ -1,4 +1,4 @@
-r"""When to merge: Algorithm 1's schedule as a plain object, usable from any training loop.
+r"""Algorithm 1 as a plain object, usable from any training loop: when to merge, force and correct, and the round.
 
 Every ``every_n_steps`` optimizer steps all P⁴ modules are merged (one *merge round*); every
 ``force_every_n_merges``-th round is forced (paper App. B, :math:`N_\text{force}`) and every
