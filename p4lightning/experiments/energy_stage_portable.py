@@ -28,26 +28,33 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["main"]
+__all__ = ["FramesDataModule", "main", "write_inputs"]
 
 REPLICAS = "data/ala2_600K_replicas"
 
 
-class _Frames(pl.LightningDataModule):
-    """Training frames ``(F, 66)`` nm from an array: what ``BoltzmannGenerator.setup`` reads (``train``) and the ML
-    term's batches."""
+class FramesDataModule(pl.LightningDataModule):
+    """Training (and validation) frames ``(F, 66)`` nm from arrays: what ``BoltzmannGenerator.setup`` reads
+    (``train``: the coordinate transform's fit) and the ML term's batches; ``val`` (optional) for validation."""
 
-    def __init__(self, frames: torch.Tensor, batch_size: int, seed: int) -> None:
+    def __init__(self, frames: torch.Tensor, batch_size: int, seed: int, val: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.train, self.batch_size, self.seed = frames, batch_size, seed
+        self.train, self.val, self.batch_size, self.seed = frames, val, batch_size, seed
 
     def train_dataloader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.seed)
         return DataLoader(TensorDataset(self.train), batch_size=self.batch_size, shuffle=True, generator=g)
 
+    def val_dataloader(self) -> DataLoader:
+        if self.val is None:
+            raise RuntimeError("FramesDataModule was made without validation frames")
+        return DataLoader(TensorDataset(self.val), batch_size=self.batch_size)
+
 
 def write_inputs(folder: Path, n_frames: int) -> None:
-    """``system.xml`` (600 K alanine dipeptide) and ``frames.npy`` (``n_frames`` training frames, replicas 0–31)."""
+    """``system.xml`` (600 K alanine dipeptide), ``frames.npy`` (``n_frames`` training frames of replicas 0–31, in
+    their order; all 64,000 when ``n_frames`` is at least that) and ``val_frames.npy`` (the validation replicas
+    32–35, 8,000 frames), float32 nm ``(F, 66)``."""
     import openmm
 
     from p4lightning.data.md_datamodule import load_positions
@@ -55,10 +62,15 @@ def write_inputs(folder: Path, n_frames: int) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "system.xml").write_text(openmm.XmlSerializer.serialize(alanine_dipeptide(600.0).system))
-    files = [f"{REPLICAS}/replica_{i:03d}.dcd" for i in range(32)]
-    x = load_positions(files, f"{REPLICAS}/topology.pdb", 22).reshape(-1, 66).astype(np.float32)
+
+    def frames(replicas: range) -> np.ndarray:
+        files = [f"{REPLICAS}/replica_{i:03d}.dcd" for i in replicas]
+        return load_positions(files, f"{REPLICAS}/topology.pdb", 22).reshape(-1, 66).astype(np.float32)
+
+    x = frames(range(32))
     idx = np.random.default_rng(0).choice(len(x), size=min(n_frames, len(x)), replace=False)
     np.save(folder / "frames.npy", x[np.sort(idx)])
+    np.save(folder / "val_frames.npy", frames(range(32, 36)))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -111,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         if has_p4 else [],
     )  # fmt: skip
     start = time.perf_counter()
-    trainer.fit(model, datamodule=_Frames(frames, 256, args.seed))
+    trainer.fit(model, datamodule=FramesDataModule(frames, 256, args.seed))
     seconds = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     hp.update(energy_phase_start=None)  # the saved model samples and scores; it is not resumed
