@@ -12,7 +12,7 @@ The schedule is App. G's by default: Adam, ``--epochs`` 8 of ``--steps-per-epoch
 Every run is a folder ``--runs/<density>_<flow>/`` holding ``last.ckpt`` (written every ``--checkpoint-every`` steps,
 atomically) and, once finished, ``result.json``. Running the command again resumes unfinished runs exactly
 (model, Adam, learning-rate schedule, merge schedule and data order are in the checkpoint) and reuses finished
-ones, so a study longer than a session is the same command repeated. Several processes may run the command at once
+ones, so a study that outlasts its process is finished by repeating the command. Several processes may run it at once
 (one core each): a run folder being trained by one is skipped by the others (``.lock``). ``--out`` is written from
 the runs finished when a process ends (a density's row appears once both of its flows have finished).
 
