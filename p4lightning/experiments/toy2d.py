@@ -10,7 +10,7 @@ The schedule is App. G's by default: Adam, ``--epochs`` 8 of ``--steps-per-epoch
 (``--compile-region`` layers per compiled region; ``docs/benchmarks/toy2d_step.md``).
 
 Every run is a folder ``--runs/<density>_<flow>/`` holding ``last.ckpt`` (written every ``--checkpoint-every`` steps,
-atomically) and, once finished, ``result.json``. Running the command again resumes unfinished runs exactly
+atomically, with the training time so far) and, once finished, ``result.json``. Running the command again resumes unfinished runs exactly
 (model, Adam, learning-rate schedule, merge schedule and data order are in the checkpoint) and reuses finished
 ones, so a study that outlasts its process is finished by repeating the command. Several processes may run it at once
 (one core each): a run folder being trained by one is skipped by the others (``.lock``). ``--out`` is written from
@@ -42,7 +42,7 @@ from p4lightning.callbacks.merge import P4MergeCallback
 from p4lightning.data.toy2d import TOY_DENSITIES, Toy2DDataModule, sample_toy
 from p4lightning.models.density import DensityEstimator
 
-__all__ = ["Schedule", "main", "train_density"]
+__all__ = ["Schedule", "TrainClock", "main", "train_density"]
 
 FLOWS = ("realnvp", "p4inv")
 
@@ -64,6 +64,27 @@ class Schedule:
     @property
     def train_points(self) -> int:
         return self.n_train or self.steps_per_epoch * self.batch_size
+
+
+class TrainClock(pl.Callback):
+    """Training wall time that survives a resume: the seconds up to each checkpoint are saved in it (the callback's
+    ``state_dict``), so a resumed run adds its own time to the checkpointed one, not the time lost after it."""
+
+    def __init__(self) -> None:
+        self.offset, self.start = 0.0, time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.offset + time.perf_counter() - self.start
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.offset = float(state_dict["seconds"])
 
 
 def _run_config(
@@ -122,8 +143,10 @@ def train_density(
         lr_halving_steps=schedule.steps_per_epoch,
         compile_region=compile_region if flow == "p4inv" else 0,
     )
+    clock = TrainClock()
     callbacks = [
         *callbacks,
+        clock,
         FinalStepCheckpoint(
             dirpath=run_dir / "checkpoints", every_n_train_steps=checkpoint_every, save_top_k=0, save_last=True
         )
@@ -140,12 +163,8 @@ def train_density(
         enable_model_summary=False,
         callbacks=callbacks,
     )
-    timing_file = run_dir / "seconds.json"
-    seconds = json.loads(timing_file.read_text())["seconds"] if ckpt.is_file() and timing_file.is_file() else 0.0
-    start = time.perf_counter()
     trainer.fit(model, datamodule=data, ckpt_path=ckpt if ckpt.is_file() else None)
-    seconds += time.perf_counter() - start
-    write_text(timing_file, json.dumps({"seconds": seconds}) + "\n")
+    seconds = clock.seconds
     if trainer.global_step < schedule.steps:  # interrupted (e.g. by a signal): resume with the same command
         raise RuntimeError(f"{run_dir}: stopped at step {trainer.global_step} of {schedule.steps}")
     test_ll = float(trainer.test(model, datamodule=data, verbose=False)[0]["test/log_likelihood"])

@@ -46,6 +46,8 @@ def test_an_interrupted_run_resumes_exactly_and_a_finished_run_is_reused(tmp_pat
     a, b = _state(full["ckpt"]), _state(resumed["ckpt"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # merges, Adam, data order, lr
     assert resumed["test_log_likelihood"] == full["test_log_likelihood"]
+    saved = torch.load(resumed["ckpt"], map_location="cpu", weights_only=False)["callbacks"]["TrainClock"]
+    assert 0 < saved["seconds"] <= resumed["train_seconds"]  # the time before the crash counted once, from its ckpt
     again = train_density("8gaussians", "p4inv", SCHEDULE, tmp_path / "cut", **kw)
     assert again == resumed  # reused, not retrained
     with pytest.raises(ConfigurationError, match="another configuration"):
