@@ -26,6 +26,7 @@ def test_chain_is_bases_first_and_mappings_merge_while_lists_are_replaced(tmp_pa
     texts = [yaml.safe_load(args[i + 1]) for i, a in enumerate(args) if a == "--config"]
     assert [t.get("model") for t in texts] == [{"lr": 1, "hidden": [1, 2]}, {"lr": 2}, {"hidden": [3]}]
     assert all("extends" not in t for t in texts) and args[-2:] == ["--trainer.max_steps", "3"]
+    assert expand_config_args(["fit", "-c", str(top)]) == expand_config_args(["fit", "--config", str(top)])
     plain = _write(tmp_path, "plain.yaml", {"model": {}})
     assert expand_config_args(["fit", f"--config={plain}"]) == ["fit", "--config", str(plain)]
 

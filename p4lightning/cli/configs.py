@@ -87,14 +87,14 @@ def compose_config(path: str | Path) -> dict[str, Any]:
 
 
 def expand_config_args(args: Sequence[str]) -> list[str]:
-    """Command-line arguments with every ``--config FILE`` whose file extends others replaced by one ``--config``
+    """Command-line arguments with every ``--config FILE`` (or ``-c FILE``) whose file extends others replaced by one ``--config``
     per file of its chain, bases first, each as its YAML text without ``extends`` (LightningCLI takes a config
     string where it takes a config path)."""
     out: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg == "--config" and i + 1 < len(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
             value, i = args[i + 1], i + 2
         elif arg.startswith("--config="):
             value, i = arg.split("=", 1)[1], i + 1
