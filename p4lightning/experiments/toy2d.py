@@ -68,23 +68,30 @@ class Schedule:
 
 class TrainClock(pl.Callback):
     """Training wall time that survives a resume: the seconds up to each checkpoint are saved in it (the callback's
-    ``state_dict``), so a resumed run adds its own time to the checkpointed one, not the time lost after it."""
+    ``state_dict``), so a resumed run adds its own time to the checkpointed one, not the time lost after it.
+
+    ``from_step`` is the step the clock started at: 0, unless the run resumed from a checkpoint that holds no clock
+    state (then the seconds cover only the steps after it, and the result says so)."""
 
     def __init__(self) -> None:
-        self.offset, self.start = 0.0, time.perf_counter()
+        self.offset, self.start, self.from_step = 0.0, time.perf_counter(), 0
+        self._loaded = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = time.perf_counter()
+        if not self._loaded:
+            self.from_step = trainer.global_step
 
     @property
     def seconds(self) -> float:
         return self.offset + time.perf_counter() - self.start
 
     def state_dict(self) -> dict[str, float]:
-        return {"seconds": self.seconds}
+        return {"seconds": self.seconds, "from_step": self.from_step}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
-        self.offset = float(state_dict["seconds"])
+        self.offset, self._loaded = float(state_dict["seconds"]), True
+        self.from_step = int(state_dict.get("from_step", 0))
 
 
 def _run_config(
@@ -175,11 +182,27 @@ def train_density(
         "test_log_likelihood": test_ll,
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(seconds, 1),
+        "train_seconds_from_step": clock.from_step,
         "ckpt": str(ckpt),
         "config": config,
     }
     write_text(result_file, json.dumps(result, indent=1) + "\n")
     return result
+
+
+def merge_record(ckpt: Path) -> dict[str, int]:
+    """The P⁴ merge counts of a run (``P4MergeCallback``'s schedule state in ``ckpt``), summed over its layers:
+    rounds, merges accepted, forced (outside the sanity bounds, merged on an N_force round), refused (out of bounds,
+    non-finite or inaccurate: nothing merged) and the exact recomputations of A⁻¹ and log|det A| (N_correct)."""
+    schedule = torch.load(ckpt, map_location="cpu", weights_only=False)["callbacks"]["P4MergeCallback"]["schedule"]
+    totals = schedule["totals"]
+    return {
+        "rounds": int(schedule["rounds"]),
+        "accepted": int(totals["accepted"]),
+        "forced": int(totals["forced"]),
+        "refused": int(sum(v for k, v in totals.items() if k not in ("accepted", "forced"))),
+        "corrections": int(schedule["corrections"]),
+    }
 
 
 def model_samples(ckpt: Path, n: int, seed: int) -> np.ndarray:
@@ -217,22 +240,33 @@ def write_outputs(
     """``results.json`` (every finished run), and ``results.md`` + ``samples.png`` for the densities whose two
     runs have finished; returns those densities."""
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "results.json", json.dumps(list(results.values()), indent=1) + "\n")
+    merges = {key: merge_record(Path(str(r["ckpt"]))) for key, r in results.items() if key[1] == "p4inv"}
+    rows = [{**r, "merges": merges[key]} if key in merges else r for key, r in results.items()]
+    write_text(out / "results.json", json.dumps(rows, indent=1) + "\n")
     complete = [d for d in densities if all((d, f) in results for f in FLOWS)]
     table = [
         f"Command: `{command}`",
         "",
-        "| density | steps | RealNVP test LL (nats) | P⁴Inv test LL (nats) | parameters (RNVP / P⁴Inv) | train time (RNVP / P⁴Inv) |",
-        "|---|---|---|---|---|---|",
+        "| density | steps | RealNVP test LL (nats) | P⁴Inv test LL (nats) | parameters (RNVP / P⁴Inv) | "
+        "train time (RNVP / P⁴Inv) | P⁴Inv merges: accepted / forced / refused, corrections |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def minutes(r: dict[str, object]) -> str:
+        from_step = int(r.get("train_seconds_from_step", 0))  # type: ignore[call-overload]
+        counted = f" (steps {from_step:,}–{r['steps']:,} only)" if from_step else ""
+        return f"{float(r['train_seconds']) / 60:.0f} min{counted}"  # type: ignore[arg-type]
+
     for d in densities:
         if d not in complete:
-            table.append(f"| {d} | – | not finished | not finished | – | – |")
+            table.append(f"| {d} | – | not finished | not finished | – | – | – |")
             continue
         r, p = results[(d, "realnvp")], results[(d, "p4inv")]
+        m = merges[(d, "p4inv")]
         table.append(
             f"| {d} | {p['steps']:,} | {r['test_log_likelihood']:.4f} | {p['test_log_likelihood']:.4f} | "
-            f"{r['parameters']} / {p['parameters']} | {r['train_seconds'] / 60:.0f} / {p['train_seconds'] / 60:.0f} min |"
+            f"{r['parameters']} / {p['parameters']} | {minutes(r)} / {minutes(p)} | "
+            f"{m['accepted']:,} / {m['forced']:,} / {m['refused']:,}, {m['corrections']:,} |"
         )
     write_text(out / "results.md", "\n".join(table) + "\n")
     if complete:

@@ -2,6 +2,7 @@
 configuration is refused, and the outputs list every finished run."""
 
 import json
+import shutil
 
 import pytest
 import pytorch_lightning as pl
@@ -9,7 +10,7 @@ import torch
 
 from p4lightning._io import folder_lock
 from p4lightning._validation import ConfigurationError
-from p4lightning.experiments.toy2d import Schedule, main, train_density
+from p4lightning.experiments.toy2d import Schedule, main, merge_record, train_density
 
 SCHEDULE = Schedule(epochs=2, steps_per_epoch=15, n_train=1000)
 
@@ -41,13 +42,23 @@ def test_an_interrupted_run_resumes_exactly_and_a_finished_run_is_reused(tmp_pat
     full = train_density("8gaussians", "p4inv", SCHEDULE, tmp_path / "full", **kw)
     with pytest.raises(Crash):
         train_density("8gaussians", "p4inv", SCHEDULE, tmp_path / "cut", callbacks=[StopAt(25)], **kw)
+    shutil.copytree(tmp_path / "cut", tmp_path / "no_clock")  # as written by a version without the clock's state
+    ckpt = tmp_path / "no_clock" / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    del saved["callbacks"]["TrainClock"]
+    torch.save(saved, ckpt)
+    assert train_density("8gaussians", "p4inv", SCHEDULE, tmp_path / "no_clock", **kw)["train_seconds_from_step"] == 20
     resumed = train_density("8gaussians", "p4inv", SCHEDULE, tmp_path / "cut", **kw)
     assert resumed["steps"] == full["steps"] == 30
     a, b = _state(full["ckpt"]), _state(resumed["ckpt"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # merges, Adam, data order, lr
     assert resumed["test_log_likelihood"] == full["test_log_likelihood"]
     saved = torch.load(resumed["ckpt"], map_location="cpu", weights_only=False)["callbacks"]["TrainClock"]
-    assert 0 < saved["seconds"] <= resumed["train_seconds"]  # the time before the crash counted once, from its ckpt
+    # the time before the crash counted once, from its ckpt (train_seconds is rounded to 0.1 s: within 0.05 of it)
+    assert 0 < saved["seconds"] <= resumed["train_seconds"] + 0.05
+    assert resumed["train_seconds_from_step"] == full["train_seconds_from_step"] == 0
+    # 3 rounds (every 10 steps) of the 6 P⁴Inv layers of 3 blocks, all accepted; no correction before round 50
+    assert merge_record(resumed["ckpt"]) == {"rounds": 3, "accepted": 18, "forced": 0, "refused": 0, "corrections": 0}
     again = train_density("8gaussians", "p4inv", SCHEDULE, tmp_path / "cut", **kw)
     assert again == resumed  # reused, not retrained
     with pytest.raises(ConfigurationError, match="another configuration"):
@@ -66,6 +77,7 @@ def test_outputs_list_the_finished_runs_and_bad_arguments_are_refused(tmp_path, 
     main(args)
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {(r["density"], r["flow"], r["steps"]) for r in rows} == {("pinwheel", "realnvp", 5), ("pinwheel", "p4inv", 5)}
+    assert [r["merges"]["rounds"] for r in rows if r["flow"] == "p4inv"] == [0]  # 5 steps: no merge round yet
     assert (tmp_path / "out" / "samples.png").stat().st_size > 0
     assert "| pinwheel | 5 |" in (tmp_path / "out" / "results.md").read_text()
     with pytest.raises(SystemExit):
