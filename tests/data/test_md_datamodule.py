@@ -120,18 +120,6 @@ def test_split_by_trajectories_keeps_every_replica_in_one_split(md, tmp_path):
         MDTrajectoryDataModule([str(tmp_path / "nope_*.dcd")], str(md.topology)).setup()
 
 
-def test_sampler_resumes_in_the_middle_of_an_epoch():
-    from p4lightning.data.sampler import EpochSeededSampler
-
-    full = EpochSeededSampler(20, seed=3, batch_size=4)
-    full.set_epoch(2)
-    order = list(full)
-    resumed = EpochSeededSampler(20, seed=3, batch_size=4)
-    resumed.resume(2, 3)
-    assert list(resumed) == order[12:]
-    assert list(resumed) == order  # skipping happens once
-
-
 def _dcd_bytes():
     from pathlib import Path
 

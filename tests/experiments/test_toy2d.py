@@ -3,6 +3,7 @@ configuration is refused, and the outputs list every finished run."""
 
 import json
 import shutil
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -48,7 +49,10 @@ def test_an_interrupted_run_resumes_exactly_and_a_finished_run_is_reused(tmp_pat
     del saved["callbacks"]["TrainClock"]
     torch.save(saved, ckpt)
     assert train_density("8gaussians", "p4inv", SCHEDULE, tmp_path / "no_clock", **kw)["train_seconds_from_step"] == 20
-    resumed = train_density("8gaussians", "p4inv", SCHEDULE, tmp_path / "cut", **kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = train_density("8gaussians", "p4inv", SCHEDULE, tmp_path / "cut", **kw)
+    assert not [w for w in caught if "not resumable" in str(w.message)]  # the loader's state is in the checkpoint
     assert resumed["steps"] == full["steps"] == 30
     a, b = _state(full["ckpt"]), _state(resumed["ckpt"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # merges, Adam, data order, lr
