@@ -10,7 +10,6 @@ of MD trajectories and of the 2-D toy densities both build their training loader
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,9 +48,14 @@ class EpochSeededSampler(DistributedSampler):
     ) -> None:
         # rank and world size given: no process group is needed to build it
         super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.n, self.batch_size = n, batch_size
+        self.batch_size = batch_size
         self.epoch_source = epoch_source
         self._resume: tuple[int, int] | None = None
+
+    @property
+    def n(self) -> int:
+        """The number of frames the permutation is drawn over."""
+        return len(self.dataset)
 
     def resume(self, epoch: int, batches_done: int) -> None:
         """Skip this rank's first ``batches_done`` batches of epoch ``epoch`` (once)."""
@@ -63,15 +67,12 @@ class EpochSeededSampler(DistributedSampler):
             # the trainer's epoch counter, not the argument of set_epoch: after a resume from a checkpoint written
             # at validation end, Lightning calls set_epoch with one more than the epoch it then runs
             self.epoch = self.epoch_source()
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.n, generator=g)
-        if self.total_size > self.n:  # pad with the permutation's own first indices (repeated if w > n)
-            order = torch.cat([order] * math.ceil(self.total_size / self.n))[: self.total_size]
-        order = order[self.rank : self.total_size : self.num_replicas]
+        # DistributedSampler's order: randperm(n) seeded by seed + epoch, padded, this rank's every w-th index
+        order = list(super().__iter__())
         if self._resume is not None and self._resume[0] == self.epoch:
             order = order[self._resume[1] * self.batch_size :]
             self._resume = None
-        return iter(order.tolist())
+        return iter(order)
 
 
 class SeededLoader(DataLoader):
